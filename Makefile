@@ -1,0 +1,32 @@
+# Quick start:  make demo   (install + run the built-in demo)
+#               make test   (install + run the whole test suite)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jaxnis demo
+
+# float32 tests first, then the float64 tests in their own process (x64 is global in JAX).
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+	JAX_ENABLE_X64=1 $(BIN)/python -m pytest -n 2 -m x64 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/phase_space.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Maps from the unit hypercube to particle momenta, with exact weights and inverses."""
