@@ -48,7 +48,7 @@ def pt(p: ArrayLike) -> Array:
 
 
 def azimuth(p: ArrayLike) -> Array:
-    """Azimuthal angle ``phi = atan2(py, px)`` in ``(-pi, pi]``; 0 (with zero gradient) at pT = 0."""
+    """Azimuthal angle ``phi = atan2(py, px)`` in ``(-pi, pi]``; 0 with zero gradient at pT = 0."""
     p = jnp.asarray(p)
     px, py = p[..., 1], p[..., 2]
     on_axis = (px == 0) & (py == 0)
@@ -107,7 +107,7 @@ def boost(p: ArrayLike, q: ArrayLike) -> Array:
 
 
 def boost_to_rest_frame(p: ArrayLike, q: ArrayLike) -> Array:
-    """Boost ``p`` into the rest frame of the time-like momentum ``q`` (inverse of :func:`boost`)."""
+    """Boost ``p`` into the rest frame of the time-like ``q`` (the inverse of :func:`boost`)."""
     q = jnp.asarray(q)
     return boost(p, q * jnp.array([1.0, -1.0, -1.0, -1.0], dtype=q.dtype))
 
