@@ -6,8 +6,9 @@ parameters is exact automatic differentiation. Flavours and boson sets are stati
 Units: GeV and pb.
 """
 
-from jaxnis.physics import cross_sections, matrix_elements, parameters, spinors
+from jaxnis.physics import cross_sections, lhapdf, matrix_elements, parameters, pdf, spinors
 from jaxnis.physics.cross_sections import afb_ffbar, dsigma_dcos_ffbar, sigma_ffbar
+from jaxnis.physics.lhapdf import LHAPDFFormatError, PDFGrid, load_lhapdf, xfxq, xfxq2
 from jaxnis.physics.matrix_elements import (
     me_ee_to_mumu,
     me_ee_to_mumua,
@@ -24,14 +25,20 @@ from jaxnis.physics.parameters import (
     derived,
     validate_params,
 )
+from jaxnis.physics.pdf import flavour_index, toy_xf, toy_xfx, toy_xfxq2
 
 __all__ = [
     "GEV2_TO_PB",
+    "LHAPDFFormatError",
+    "PDFGrid",
     "afb_ffbar",
     "cross_sections",
     "default_params",
     "derived",
     "dsigma_dcos_ffbar",
+    "flavour_index",
+    "lhapdf",
+    "load_lhapdf",
     "matrix_elements",
     "me_ee_to_mumu",
     "me_ee_to_mumua",
@@ -41,8 +48,14 @@ __all__ = [
     "me_ffbar_to_ffbar_a",
     "me_qq_to_ll",
     "parameters",
+    "pdf",
     "radiative_amplitudes",
     "sigma_ffbar",
     "spinors",
+    "toy_xf",
+    "toy_xfx",
+    "toy_xfxq2",
     "validate_params",
+    "xfxq",
+    "xfxq2",
 ]
