@@ -90,6 +90,8 @@ def estimate(w: ArrayLike) -> Estimate:
 
     Example:
         >>> est = estimate(jnp.array([1.0, 2.0, 3.0]))  # value 2, error 1/sqrt(3)
+        >>> round(float(est.value), 6), round(float(est.error), 6)
+        (2.0, 0.57735)
     """
     w = jnp.asarray(w)
     _check_1d(w)
@@ -339,6 +341,11 @@ def combine(values: ArrayLike, errors: ArrayLike, mask: ArrayLike | None = None)
 
     Returns:
         :class:`Combined`.
+
+    Example:
+        >>> res = combine(jnp.array([1.0, 1.2]), jnp.array([0.1, 0.2]))
+        >>> round(float(res.value), 4), round(float(res.chi2_dof), 4)
+        (1.04, 0.8)
     """
     values = jnp.asarray(values)
     errors = jnp.asarray(errors)
@@ -684,8 +691,11 @@ def compact(selected: ArrayLike, data: PyTree, capacity: int) -> Compacted:
     See :func:`compact_into`; ``capacity`` is static.
 
     Example:
-        >>> out = unweight(key, w, w_max)
-        >>> buf = compact(out.accepted, {"x": x, "weight": out.weight}, capacity=1024)
+        >>> w, x = jnp.array([0.5, 2.0, 1.0, 0.1]), jnp.arange(4.0)
+        >>> out = unweight(jax.random.key(0), w, 1.0)
+        >>> buf = compact(out.accepted, {"x": x, "weight": out.weight}, capacity=4)
+        >>> int(buf.count) == int(out.n_accepted)
+        True
     """
     if not isinstance(capacity, int) or capacity < 1:
         raise ValueError(f"capacity must be a positive int, got {capacity!r}")

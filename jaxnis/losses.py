@@ -14,8 +14,10 @@ loss takes per-event arrays ``[N]``:
   then estimated with the importance ratio ``rho_i = q(x_i) / q_s(x_i)``,
   ``E_q[g] = E_{q_s}[rho g]``, and the loss estimates the loss of the current ``q``.
 
-Samples are held fixed (score-function scheme, as in i-flow arXiv:2001.05486 and MadNIS
-arXiv:2212.06172): parameters enter only through ``log_q`` (and through ``log_f`` for the
+The divergences and the variance (a chi^2 divergence) as training objectives follow neural
+importance sampling (Mueller et al., arXiv:1808.03856), i-flow (arXiv:2001.05486) and MadNIS
+(arXiv:2212.06172, arXiv:2311.01548 for buffered training). Samples are held fixed
+(score-function scheme): parameters enter only through ``log_q`` (and through ``log_f`` for the
 channel weights or physics parameters), never through the positions ``x_i``. If the events
 are instead reparametrised (``x_i = G_phi(u_i)`` differentiable), passing the same traced
 array as ``log_q`` and ``log_q_sampled`` makes ``rho = 1`` with zero gradient and turns every
@@ -178,6 +180,11 @@ def variance_loss(
 
     Returns:
         ``[]`` the variance estimate, in the units of ``(f/q)^2``.
+
+    Example:
+        >>> x = jax.random.uniform(jax.random.key(0), (1000,))  # q uniform, log q = 0
+        >>> loss, grad = jax.value_and_grad(variance_loss, argnums=1)(x, jnp.zeros(1000))
+        >>> # loss ~ Var(e^x) = (e^2 - 1)/2 - (e - 1)^2 = 0.242; grad = -e^{2x}/N
     """
     log_f = jnp.asarray(log_f)
     seg = jnp.zeros(log_f.shape, dtype=jnp.int32)
