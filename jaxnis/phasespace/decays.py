@@ -51,6 +51,18 @@ def _safe_parent(p: Array) -> tuple[Array, Array, Array]:
     return ok, p_safe, jnp.sqrt(jnp.where(ok, m2, 1.0))
 
 
+def _boost(p: Array, q: Array, m: Array) -> Array:
+    """Boost ``p`` from the rest frame of ``q`` (mass ``m`` given) to the frame of ``q``.
+
+    The formula of :func:`jaxnis.kinematics.boost` with ``M`` passed in: it maps ``(M, 0)`` to
+    ``q`` exactly, so daughters whose rest-frame energies sum to ``M`` sum to ``q`` even when
+    ``m`` and ``sqrt(q.q)`` differ by rounding.
+    """
+    e_p = p[..., :1]
+    energy = (q[0] * e_p + jnp.sum(q[1:] * p[..., 1:], axis=-1, keepdims=True)) / m
+    return jnp.concatenate([energy, p[..., 1:] + q[1:] * (e_p + energy) / (q[0] + m)], axis=-1)
+
+
 def _cm_momentum(m: Array, m1: Array, m2: Array) -> tuple[Array, Array]:
     """``(ok, |p*|)`` for ``M -> m1 m2``; ``|p*| = 0`` (finite, zero gradient) when closed."""
     ok = (m1 >= 0) & (m2 >= 0) & (m > m1 + m2)
@@ -72,8 +84,8 @@ def _pair(e1: Array, e2: Array, k: Array) -> Array:
     return jnp.stack([jnp.concatenate([e1[None], k]), jnp.concatenate([e2[None], -k])])
 
 
-def two_body_decay(r: ArrayLike, parent: ArrayLike, m1: ArrayLike,
-                   m2: ArrayLike) -> tuple[Array, Array]:
+def two_body_decay(r: ArrayLike, parent: ArrayLike, m1: ArrayLike, m2: ArrayLike,
+                   parent_mass: ArrayLike | None = None) -> tuple[Array, Array]:
     """Isotropic decay ``P -> p1 p2`` from two random numbers.
 
     In the rest frame of ``P`` (reached by a rotation-free boost), ``cos(theta) = 2 r[0] - 1``
@@ -84,6 +96,9 @@ def two_body_decay(r: ArrayLike, parent: ArrayLike, m1: ArrayLike,
         r: ``[2]`` in ``[0, 1]``.
         parent: ``[4]`` time-like four-momentum ``P`` (any frame).
         m1, m2: daughter masses ``[]``.
+        parent_mass: ``M`` when it is known more precisely than ``sqrt(P.P)`` (e.g. a sampled
+            invariant mass: in float32, ``E^2 - |p|^2`` of a fast parent loses ~eps E^2/M^2,
+            which matters near threshold); default ``sqrt(P.P)``.
 
     Returns:
         ``(momenta [2, 4], log_weight [])`` with ``exp(log_weight) = Phi_2 = |p*| / (4 pi M)``.
@@ -92,6 +107,11 @@ def two_body_decay(r: ArrayLike, parent: ArrayLike, m1: ArrayLike,
     """
     r = jnp.asarray(r)
     ok_p, p_safe, m = _safe_parent(jnp.asarray(parent))
+    if parent_mass is not None:
+        parent_mass = jnp.asarray(parent_mass)
+        ok_p = ok_p & (parent_mass > 0)
+        p_safe = jnp.where(ok_p, p_safe, _unit_time(p_safe.dtype))
+        m = jnp.where(ok_p, parent_mass, 1.0)
     m1, m2 = jnp.asarray(m1), jnp.asarray(m2)
     ok_k, k = _cm_momentum(m, m1, m2)
     e1, e2 = _cm_energies(m, m1, m2)
@@ -100,7 +120,7 @@ def two_body_decay(r: ArrayLike, parent: ArrayLike, m1: ArrayLike,
     phi = jnp.pi * (2.0 * r[1] - 1.0)
     rest = _pair(e1, e2, k * _direction(cos_t, sin_t, phi))
     log_w = jnp.where(ok_p & ok_k, safe_log(k) - jnp.log(m) - _LOG_4PI, -jnp.inf)
-    return kin.boost(rest, p_safe), log_w
+    return _boost(rest, p_safe, m), log_w
 
 
 def two_body_decay_inverse(momenta: ArrayLike, m1: ArrayLike,
@@ -262,7 +282,7 @@ class TChannelMap:
         u_max = 2.0 * (ea * e1 + ka * k1) - ma2 - m1s
         log_norm = _LOG_2PI - _LOG_16PI2 - 0.5 * jnp.log(lam_ab)
         ok = ok_p & ok_in & ok_k
-        return ok, p_safe, k1, ka, e1, e2, u_min, u_max, log_norm
+        return ok, p_safe, w, k1, ka, e1, e2, u_min, u_max, log_norm
 
     def forward(self, r: ArrayLike, cond: Cond) -> tuple[Array, Array]:
         """``r [2] -> (momenta [2, 4], log_weight [])`` in the frame of ``cond['incoming']``."""
@@ -281,7 +301,7 @@ class TChannelMap:
         """As :meth:`forward` with the incoming momenta given explicitly."""
         pa, pb = jnp.asarray(pa), jnp.asarray(pb)
         masses = _masses(cond, 2, "TChannelMap")
-        ok, p_safe, k1, ka, e1, e2, u_min, u_max, log_norm = self._kinematics(
+        ok, p_safe, w, k1, ka, e1, e2, u_min, u_max, log_norm = self._kinematics(
             pa, pb, masses[0], masses[1])
         u, log_du = self.t_map.transform(r[0], u_min, u_max, cond)
         # 1 -+ cos(theta) from the distances to the ends: no cancellation near the poles.
@@ -293,7 +313,7 @@ class TChannelMap:
         phi = jnp.pi * (2.0 * r[1] - 1.0)
         axis = _rotation_to(kin.boost_to_rest_frame(pa, p_safe)[1:])
         k = _rotate(k1 * _direction(cos_t, sin_t, phi), axis)
-        momenta = kin.boost(_pair(e1, e2, k), p_safe)
+        momenta = _boost(_pair(e1, e2, k), p_safe, w)
         return momenta, jnp.where(ok, log_du + log_norm, -jnp.inf)
 
     def inverse_incoming(self, momenta: Array, pa: ArrayLike, pb: ArrayLike,
@@ -301,7 +321,7 @@ class TChannelMap:
         """As :meth:`inverse` with the incoming momenta given explicitly."""
         pa, pb = jnp.asarray(pa), jnp.asarray(pb)
         masses = _masses(cond, 2, "TChannelMap")
-        ok, p_safe, k1, ka, e1, e2, u_min, u_max, log_norm = self._kinematics(
+        ok, p_safe, _, k1, ka, e1, e2, u_min, u_max, log_norm = self._kinematics(
             pa, pb, masses[0], masses[1])
         axis = _rotation_to(kin.boost_to_rest_frame(pa, p_safe)[1:])
         v = _rotate(kin.boost_to_rest_frame(momenta[0], p_safe)[1:], axis, inverse=True)
