@@ -126,17 +126,17 @@ def test_interpolation_in_q_and_across_subgrids(dtype, sets):
 
 def test_outside_the_grid_is_frozen(dtype, grid):
     fn = jax.jit(lhapdf.xfxq2)
-    q2 = jnp.asarray(100.0, dtype)
-    lo = fn(grid, jnp.asarray([1e-7, 1e-9, 0.0, -1.0], dtype), q2)
-    np.testing.assert_allclose(np.asarray(lo[1:]), np.broadcast_to(np.asarray(lo[0]), (3, 13)))
-    hi = fn(grid, jnp.asarray([1.0, 1.5], dtype), q2)
-    assert np.all(np.asarray(hi) == 0.0)
-    x = jnp.asarray(0.01, dtype)
-    q_lo = fn(grid, x, jnp.asarray([1.0, 0.5, 1e-3], dtype))
-    q_hi = fn(grid, x, jnp.asarray([1e8, 1e12], dtype))
-    np.testing.assert_allclose(np.asarray(q_lo[1:]), np.broadcast_to(np.asarray(q_lo[0]), (2, 13)))
-    np.testing.assert_allclose(np.asarray(q_hi[1]), np.asarray(q_hi[0]))
-    g = jax.grad(lambda v: fn(grid, v, q2)[pdf.flavour_index("g")])(jnp.asarray(1e-9, dtype))
+    # (x, Q^2) pairs, one batch: four copies of the x_min edge, two of x = 1, then the
+    # Q_min edge three times and the Q_max edge twice (x = 0.01)
+    x = jnp.asarray([1e-7, 1e-9, 0.0, -1.0, 1.0, 1.5, 0.01, 0.01, 0.01, 0.01, 0.01], dtype)
+    q2 = jnp.asarray([100.0] * 6 + [1.0, 0.5, 1e-3, 1e8, 1e12], dtype)
+    out = np.asarray(fn(grid, x, q2))
+    np.testing.assert_allclose(out[1:4], np.broadcast_to(out[0], (3, 13)))
+    assert np.all(out[4:6] == 0.0)
+    np.testing.assert_allclose(out[7:9], np.broadcast_to(out[6], (2, 13)))
+    np.testing.assert_allclose(out[10], out[9])
+    g = jax.jit(jax.grad(lambda v: lhapdf.xfxq2(grid, v, jnp.asarray(100.0, dtype))[6]))(
+        jnp.asarray(1e-9, dtype))
     assert float(g) == 0.0
 
 
@@ -144,19 +144,22 @@ def test_outside_the_grid_is_frozen(dtype, grid):
 def test_gradients_are_exact_derivatives_of_the_interpolant(grid):
     """AD through the interpolation equals finite differences of the interpolant itself
     (it is C^1), and approximates the analytic derivative of the toy PDF."""
-    fn = jax.jit(lhapdf.xfxq2)
     slot = pdf.flavour_index("u")
-    for x0, q0 in ((3e-4, 5.0), (0.05, 20.0), (0.45, 300.0), (0.1, 10.0)):
-        def f(x, q2):
-            return fn(grid, x, q2)[slot]
 
-        gx, gq = jax.grad(f, (0, 1))(jnp.asarray(x0), jnp.asarray(q0 * q0))
+    def f(x, q2):
+        return lhapdf.xfxq2(grid, x, q2)[slot]
+
+    value = jax.jit(f)
+    grads = jax.jit(jax.grad(f, (0, 1)))
+    toy_grad = jax.jit(jax.grad(lambda v: pdf.toy_xf(v, "u")))
+    for x0, q0 in ((3e-4, 5.0), (0.05, 20.0), (0.45, 300.0), (0.1, 10.0)):
+        x0, q2 = jnp.asarray(x0), jnp.asarray(q0 * q0)
+        gx, gq = grads(x0, q2)
         h = 1e-7 * x0
-        fd = (float(f(x0 + h, q0 * q0)) - float(f(x0 - h, q0 * q0))) / (2 * h)
+        fd = (float(value(x0 + h, q2)) - float(value(x0 - h, q2))) / (2 * float(h))
         np.testing.assert_allclose(float(gx), fd, rtol=1e-6)
         assert abs(float(gq)) < 1e-9  # the toy table does not depend on Q
-        analytic = float(jax.grad(lambda v: pdf.toy_xf(v, "u"))(jnp.asarray(x0)))
-        np.testing.assert_allclose(float(gx), analytic, rtol=2e-2)
+        np.testing.assert_allclose(float(gx), float(toy_grad(x0)), rtol=2e-2)
 
 
 # ----------------------------------------------------------------------------- errors
