@@ -7,11 +7,10 @@ import pytest
 
 from jaxnis.cuts import apply_cuts, delta_r_min, eta_max, mass_window, pt_min
 from jaxnis.phasespace.chain import DecayTree
-from jaxnis.phasespace.decays import TwoBodyDecay
 from tests import checks
 
-DECAY = TwoBodyDecay()
 TREE = DecayTree(((0, 1), 2))
+PHI3 = 125.98255637968553  # massless 3-body volume at 1000 GeV (REFERENCES.md)
 N = 20_000
 
 
@@ -24,23 +23,32 @@ def _event(dtype):
     return jnp.asarray(rows, dtype)
 
 
+M01 = math.sqrt(2 * 50.0 * 30.0 * (math.cosh(1.0) - math.cos(0.5)))
+
+
+@jax.jit
+def _known_event_masks(p):
+    """(mask, expected) pairs; jitted so the checks cost one compilation."""
+    return [
+        (pt_min(p, 9.0), True), (pt_min(p, 20.0), False), (pt_min(p, 20.0, indices=(0, 1)), True),
+        (eta_max(p, 3.5), True), (eta_max(p, 2.5), False), (eta_max(p, 2.5, indices=[0, 1]), True),
+        # Delta R: (0, 1) = sqrt(1 + 0.25) = 1.118; (0, 2) = sqrt(9 + 9); (1, 2) = sqrt(16 + 6.25)
+        (delta_r_min(p, 1.1), True), (delta_r_min(p, 1.2), False),
+        (delta_r_min(p, 1.2, pairs=[(0, 2), (1, 2)]), True),
+        (mass_window(p, (0, 1), M01 - 0.01, M01 + 0.01), True),
+        (mass_window(p, (0, 1), M01 + 0.01, jnp.inf), False),
+        (pt_min(p, 9.0) & eta_max(p, 3.5) & ~mass_window(p, (0, 1), 0.0, 10.0), True),
+        (delta_r_min(p[:1], 0.4), True),  # one particle: no pairs, always passes
+    ]
+
+
 def test_masks_on_a_known_event(dtype):
+    for i, (mask, expected) in enumerate(_known_event_masks(_event(dtype))):
+        assert mask.shape == () and mask.dtype == jnp.bool_, i
+        assert bool(mask) == expected, i
     p = _event(dtype)
-    assert bool(pt_min(p, 9.0)) and not bool(pt_min(p, 20.0))
-    assert bool(pt_min(p, 20.0, indices=(0, 1)))
-    assert bool(eta_max(p, 3.5)) and not bool(eta_max(p, 2.5))
-    assert bool(eta_max(p, 2.5, indices=[0, 1]))
-    # Delta R: (0, 1) = sqrt(1 + 0.25) = 1.118; (0, 2) = sqrt(9 + 9); (1, 2) = sqrt(16 + 6.25)
-    assert bool(delta_r_min(p, 1.1)) and not bool(delta_r_min(p, 1.2))
-    assert bool(delta_r_min(p, 1.2, pairs=[(0, 2), (1, 2)]))
-    m01 = math.sqrt(2 * 50.0 * 30.0 * (math.cosh(1.0) - math.cos(0.5)))
-    assert bool(mass_window(p, (0, 1), m01 - 0.01, m01 + 0.01))
-    assert not bool(mass_window(p, (0, 1), m01 + 0.01, np.inf))
-    combined = pt_min(p, 9.0) & eta_max(p, 3.5) & ~mass_window(p, (0, 1), 0.0, 10.0)
-    assert combined.dtype == jnp.bool_ and bool(combined)
     batch = jnp.stack([p, p.at[0, 1:3].set(0.1)])
     np.testing.assert_array_equal(pt_min(batch, 20.0, indices=(0,)), [True, False])
-    assert delta_r_min(p[:1], 0.4).shape == ()  # one particle: no pairs, always passes
 
 
 def test_apply_cuts_gives_zero_weight_never_nan(dtype):
@@ -55,54 +63,44 @@ def test_apply_cuts_gives_zero_weight_never_nan(dtype):
 
 
 @jax.jit
-def _decay_cut_weights(r, sqrt_s, eta_cut, pt_cut):
-    cond = {"sqrt_s": sqrt_s, "masses": jnp.zeros(2, r.dtype)}
-    p, lw = jax.vmap(DECAY.forward, (0, None))(r, cond)
-    eta_w = jnp.exp(apply_cuts(lw, eta_max(p, eta_cut, indices=(0,))))
-    pt_w = jnp.exp(apply_cuts(lw, pt_min(p, pt_cut)))
-    return eta_w, pt_w
-
-
-def test_cut_fractions_match_analytic(dtype):
-    """Massless 2-body: |eta_0| < a keeps tanh(a) of Phi_2; pT > c keeps sqrt(1 - 4c^2/s)."""
-    r = jax.random.uniform(jax.random.key(0), (N, 2), dtype=dtype)
-    sqrt_s = jnp.asarray(1000.0, dtype)
-    eta_w, pt_w = _decay_cut_weights(r, sqrt_s, jnp.asarray(1.2, dtype), jnp.asarray(300.0, dtype))
-    phi2 = 1.0 / (8.0 * math.pi)
-    checks.assert_mc_mean(eta_w, phi2 * math.tanh(1.2))
-    checks.assert_mc_mean(pt_w, phi2 * math.sqrt(1.0 - 4 * 300.0**2 / 1000.0**2))
-    # Changing the cut values does not recompile (they are traced).
-    before = _decay_cut_weights._cache_size()
-    _decay_cut_weights(r, sqrt_s, jnp.asarray(2.0, dtype), jnp.asarray(100.0, dtype))
-    assert _decay_cut_weights._cache_size() == before
-
-
-@jax.jit
-def _tree_weights(r, sqrt_s, m_lo, m_hi, dr_cut):
+def _tree_weights(r, sqrt_s, m_lo, m_hi, dr_cut, eta_cut):
     cond = {"sqrt_s": sqrt_s, "masses": jnp.zeros(3, r.dtype)}
     p, lw = jax.vmap(TREE.forward, (0, None))(r, cond)
-    mask = mass_window(p, (0, 1), m_lo, m_hi) & delta_r_min(p, dr_cut)
+    mask = (mass_window(p, (0, 1), m_lo, m_hi) & delta_r_min(p, dr_cut)
+            & eta_max(p, eta_cut, indices=(0,)))
     return jnp.exp(apply_cuts(lw, mask)), mask
 
 
-def test_mass_window_fraction_and_finite_gradients(dtype):
-    """Massless 3-body: s12 has density (s - s12), so a window [a, b] keeps a known fraction."""
+def test_cut_fractions_match_analytic(dtype):
+    """Massless 3-body at 1000 GeV: s12 has density (s - s12), so a mass window [a, b] keeps a
+    known fraction of Phi_3; every direction is isotropic, so |eta_0| < c keeps tanh(c)."""
     r = jax.random.uniform(jax.random.key(1), (N, 5), dtype=dtype)
-    args = [jnp.asarray(v, dtype) for v in (1000.0, 200.0, 600.0)]
+    sqrt_s, m_lo, m_hi, zero, big = (jnp.asarray(v, dtype) for v in (1000.0, 200.0, 600.0,
+                                                                      0.0, 1e3))
     s, a, b = 1000.0**2, 200.0**2, 600.0**2
     frac = ((s * b - b * b / 2) - (s * a - a * a / 2)) / (s * s / 2)
-    w, _ = _tree_weights(r, *args, jnp.asarray(0.0, dtype))  # Delta R >= 0: no cut
-    checks.assert_mc_mean(w, 125.98255637968553 * frac)
+    w, _ = _tree_weights(r, sqrt_s, m_lo, m_hi, zero, big)  # Delta R >= 0, |eta| < 1e3: no cut
+    checks.assert_mc_mean(w, PHI3 * frac)
+    w, _ = _tree_weights(r, sqrt_s, zero, big, zero, jnp.asarray(1.2, dtype))
+    checks.assert_mc_mean(w, PHI3 * math.tanh(1.2))
+    # Changing cut values does not recompile (they are traced).
+    assert _tree_weights._cache_size() == 1
+
+
+def test_cut_events_have_zero_weight_and_gradient(dtype):
+    r = jax.random.uniform(jax.random.key(2), (N, 5), dtype=dtype)
+    cuts = [jnp.asarray(v, dtype) for v in (200.0, 600.0, 0.4, 2.0)]
 
     def loss(x, sqrt_s):
-        return jnp.mean(_tree_weights(x, sqrt_s, *args[1:], jnp.asarray(0.4, dtype))[0])
+        return jnp.mean(_tree_weights(x, sqrt_s, *cuts)[0])
 
-    grads = jax.grad(loss, argnums=(0, 1))(r, args[0])
+    sqrt_s = jnp.asarray(1000.0, dtype)
+    grads = jax.grad(loss, argnums=(0, 1))(r, sqrt_s)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
-    # Cut events contribute exactly zero gradient.
-    _, mask = _tree_weights(r, *args, jnp.asarray(0.4, dtype))
+    w, mask = _tree_weights(r, sqrt_s, *cuts)
     mask = np.asarray(mask)
     assert 0 < mask.sum() < N
+    assert np.all(np.asarray(w)[~mask] == 0.0) and np.all(np.asarray(w)[mask] > 0.0)
     assert np.all(np.asarray(grads[0])[~mask] == 0.0)
 
 

@@ -51,8 +51,11 @@ def _tau_integral(tau_min):
     return 1.0 - tau_min + tau_min * math.log(tau_min)
 
 
+N = 20_000  # one batch shape for every vmapped call: each map compiles once per process
+
+
 def test_weights_flatten_their_density_and_mc_mean(dtype):
-    n = 20_000
+    n = N
     cond = _cond(dtype)
     s = SQRT_S**2
     y_bw = math.atan((s - M_ZP**2) / (M_ZP * G_ZP)) - math.atan((TAU_MIN * s - M_ZP**2)
@@ -80,15 +83,17 @@ def test_weights_flatten_their_density_and_mc_mean(dtype):
 
 
 def test_round_trip_and_jacobian(dtype):
-    r = _r(dtype, 128, seed=1)
+    r = _r(dtype, N, seed=1)
     for m in MAPS.values():
         cond = _cond(dtype)
         # float32: r1 = log x2 / log tau loses ~eps / |log tau| near tau = 1.
         checks.assert_round_trip(fwd(m, cond), inv(m, cond), r, atol=tol(dtype, 2e-4, 1e-10))
         _, lw_f = jax.vmap(fwd(m, cond))(r)
         _, lw_i = jax.vmap(inv(m, cond))(jax.vmap(fwd(m, cond))(r)[0])
-        np.testing.assert_allclose(lw_f + lw_i, 0.0, atol=tol(dtype, 1e-4, 1e-12))
-        checks.assert_logdet_matches_jacobian(fwd(m, cond), r, rtol=tol(dtype, 1e-3, 1e-9))
+        # log(-log tau) amplifies the rounding of tau by 1 / |log tau| as tau -> 1.
+        np.testing.assert_allclose(lw_f + lw_i, 0.0, atol=tol(dtype, 1e-4, 1e-10))
+        checks.assert_logdet_matches_jacobian(fwd(m, cond), r[:64],
+                                              rtol=tol(dtype, 1e-3, 1e-9))
 
 
 def test_batch_equals_loop_and_s_hat_min_key(dtype):
@@ -105,7 +110,7 @@ def test_batch_equals_loop_and_s_hat_min_key(dtype):
 
 def test_parton_momenta(dtype):
     cond = _cond(dtype)
-    x, _ = call(MAPS["power"], "forward", jnp.asarray([0.4, 0.8], dtype), cond)
+    x, _ = call(MAPS["breit_wigner"], "forward", jnp.asarray([0.4, 0.8], dtype), cond)
     p = parton_momenta(x[0], x[1], cond["sqrt_s"])
     assert p.shape == (2, 4) and p.dtype == dtype
     total = p[0] + p[1]
@@ -121,19 +126,17 @@ def test_parton_momenta(dtype):
 @pytest.mark.x64
 @pytest.mark.parametrize("name", sorted(MAPS))
 def test_gradients_match_finite_differences(name):
+    """d/d(r, sqrt_s, tau_min, mass, width, nu) of x and the log weight vs central differences."""
     m = MAPS[name]
     base = _cond(jnp.float64)
-    x0 = jnp.array([base[k] for k in KEYS])
-    r = jnp.array([0.37, 0.71])
+    x0 = jnp.array([0.37, 0.71] + [float(base[k]) for k in KEYS])
 
-    def scalar(x, cond):
-        xs, lw = call(m, "forward", x, cond)
+    def f(z):  # relative perturbations: every input scaled by (1 + h)
+        x = x0 * z
+        xs, lw = call(m, "forward", x[:2], dict(zip(KEYS, x[2:], strict=True)))
         return 10.0 * xs[0] + 3.0 * xs[1] + lw
 
-    checks.assert_grad_matches_fd(lambda x: scalar(x, base), r, h=1e-7, rtol=1e-6)
-    checks.assert_grad_matches_fd(
-        lambda z: scalar(r, dict(zip(KEYS, x0 * z, strict=True))), jnp.ones(5), h=1e-6,
-        rtol=1e-6, atol=1e-9)
+    checks.assert_grad_matches_fd(f, jnp.ones(7), h=1e-6, rtol=1e-6, atol=1e-8)
 
 
 def test_invalid_traced_input(dtype):
