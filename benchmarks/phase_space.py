@@ -187,11 +187,27 @@ class NumpyPeer:
 
 
 class JaxnisPeer:
+    """jaxnis maps batched by ``jax.jit(jax.vmap(m.forward, in_axes=(0, None)))``.
+
+    Variants (same per-event code; used in the "call variants" table only):
+
+    * ``chunk=B``: the batch is evaluated as consecutive jitted calls on ``B`` events each
+      (dispatched asynchronously) and concatenated into one ``[N, n, 4]`` array, so the
+      output contract is that of the main table; XLA's CPU intermediates then stay in cache.
+    * ``layout="batch_minor"``: ``r`` as ``[d, N]`` and momenta as ``[n, 4, N]``
+      (``in_axes=(1, None), out_axes=-1``), a different contract for the caller.
+    """
+
     name = "jaxnis"
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, layout: str = "batch_major", chunk: int | None = None):
         import jax
 
+        if layout not in ("batch_major", "batch_minor"):
+            raise ValueError(f"layout must be 'batch_major' or 'batch_minor', got {layout!r}")
+        if chunk is not None and (chunk < 1 or layout != "batch_major"):
+            raise ValueError(f"chunk={chunk} needs chunk >= 1 and the batch_major layout")
+        self.layout, self.chunk = layout, chunk
         self.jax = jax
         self.device = device if device is not None else jax.devices("cpu")[0]
         try:
@@ -222,22 +238,48 @@ class JaxnisPeer:
         self._check_dtype(case)
         m = self._map(case)
         cond = self._cond(case)
-        r_dev = jax.device_put(r, self.device)
-        batched = jax.jit(jax.vmap(m.forward, in_axes=(0, None)))
+        if self.chunk is not None:
+            return self._prepare_chunked(case, r, m, cond)
+        minor = self.layout == "batch_minor"
+        r_dev = jax.device_put(np.ascontiguousarray(r.T) if minor else r, self.device)
+        batched = jax.jit(jax.vmap(m.forward, in_axes=(1 if minor else 0, None),
+                                   out_axes=-1 if minor else 0))
         t0 = time.perf_counter()
         compiled = batched.lower(r_dev, cond).compile()
         setup = time.perf_counter() - t0
-        info = {"device": str(self.device), "cost_analysis": _cost(compiled),
-                "hlo": hlo_summary(compiled.as_text())}
+        info = {"device": str(self.device), "layout": self.layout,
+                "cost_analysis": _cost(compiled), "hlo": hlo_summary(compiled.as_text())}
 
         def call():
             return jax.block_until_ready(compiled(r_dev, cond))
 
         def convert(out):
             p, lw = out
-            return np.exp(np.asarray(lw, dtype=np.float64)), np.asarray(p)
+            p = np.moveaxis(np.asarray(p), -1, 0) if minor else np.asarray(p)
+            return np.exp(np.asarray(lw, dtype=np.float64)), p
 
         return Prepared(call, convert, setup, info)
+
+    def _prepare_chunked(self, case: Case, r: np.ndarray, m, cond) -> Prepared:
+        jax, jnp = self.jax, self.jax.numpy
+        chunks = [jax.device_put(r[s:s + self.chunk], self.device)
+                  for s in range(0, case.batch, self.chunk)]
+        batched = jax.jit(jax.vmap(m.forward, in_axes=(0, None)))
+        join = jax.jit(lambda ps, ws: (jnp.concatenate(ps), jnp.concatenate(ws)))
+        t0 = time.perf_counter()
+        compiled = {x.shape[0]: batched.lower(x, cond).compile() for x in chunks}
+        shapes = [jax.eval_shape(batched, x, cond) for x in chunks]
+        joined = join.lower([s_[0] for s_ in shapes], [s_[1] for s_ in shapes]).compile()
+        setup = time.perf_counter() - t0
+
+        def call():
+            outs = [compiled[x.shape[0]](x, cond) for x in chunks]  # asynchronous dispatch
+            return jax.block_until_ready(joined([o[0] for o in outs], [o[1] for o in outs]))
+
+        def convert(out):
+            return np.exp(np.asarray(out[1], dtype=np.float64)), np.asarray(out[0])
+
+        return Prepared(call, convert, setup, {"device": str(self.device), "chunk": self.chunk})
 
     def with_rng(self, case: Case, seed: int) -> Prepared:
         jax = self.jax
@@ -700,6 +742,32 @@ def validation_table(rows: list[dict[str, Any]]) -> str:
     return _common.markdown_table(head + ["ok"], out, "llll" + "r" * 7 + "c")
 
 
+def variants_section(rows: list[dict[str, Any]], chunk) -> str:
+    """jaxnis called three ways (whole batch, chunked, batch-minor) next to MadSpace."""
+    out = []
+    names = ("madspace", "jaxnis", "jaxnis_chunked", "jaxnis_batch_minor")
+    for key, by_peer in sorted(_table_rows(rows).items(), key=lambda kv: _case_order(kv[0])):
+        algo, n, massive, dtype = key
+        m, j, jc, jm = (_rate(by_peer.get(k)) for k in names)
+        cpu = {k: by_peer[k].get("events_per_cpu_s") if k in by_peer else None for k in names}
+        out.append([ALGOS[algo], n, dtype, _common.si(m), _common.si(j), _common.si(jc),
+                    _common.si(jm), _fmt_ratio(j, m), _fmt_ratio(jc, m), _fmt_ratio(jm, m),
+                    _fmt_ratio(cpu["jaxnis_chunked"], cpu["madspace"])])
+    return ("## jaxnis call variants (massless RAMBO-on-diet)\n\n"
+            "The same per-event code called three ways, side by side with MadSpace in this run: "
+            "the whole batch in one `jit(vmap)` call (main table); **chunked**: consecutive "
+            f"`jit(vmap)` calls on {chunk} events each, dispatched asynchronously and "
+            "concatenated into one `[N, n, 4]` array (same output as the main table); "
+            "**batch-minor**: `vmap(m.forward, in_axes=(1, None), out_axes=-1)` on `r [d, N]`, "
+            "momenta `[n, 4, N]` (a different output layout). XLA's CPU backend writes every "
+            "intermediate with several uses to memory as a full-batch array; in chunks of "
+            "~1e4 events they stay in cache.\n\n"
+            + _common.markdown_table(
+                ["algorithm", "n", "dtype", "MadSpace ev/s", "jaxnis ev/s", "chunked ev/s",
+                 "batch-minor ev/s", "jaxnis/MadSpace", "chunked/MadSpace",
+                 "batch-minor/MadSpace", "chunked/MadSpace (CPU time)"], out, "lll" + "r" * 8))
+
+
 def target_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     algo, n, massive, dtype = TARGET
     by_peer = _table_rows(rows).get((algo, n, massive, dtype), {})
@@ -768,6 +836,8 @@ def markdown_report(payload: dict[str, Any]) -> str:
                         + speed_table(payload["rng"]) + "\n\nGenerators: "
                         + "; ".join(sorted({f"{r['peer']}: {r['info']['rng']}"
                                             for r in payload["rng"] if r.get("info")})) + ".")
+    if payload.get("variants"):
+        sections.append(variants_section(payload["variants"], s.get("jax_chunk")))
     gpu = payload.get("gpu")
     if gpu and gpu.get("rows"):
         g_rows = []
@@ -813,6 +883,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="cores for every peer (default: all this process may use)")
     ap.add_argument("--numpy-chunk", type=int, default=1 << 14)
     ap.add_argument("--no-rng", action="store_true", help="skip the RNG-included table")
+    ap.add_argument("--no-variants", action="store_true",
+                    help="skip the jaxnis call-variants table (chunked, batch-minor layout)")
+    ap.add_argument("--jax-chunk", type=int, default=16384,
+                    help="events per jitted call in the chunked jaxnis variant")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU measurement")
     ap.add_argument("--gpu-batch", type=int, default=None, help="GPU batch (default 1e7)")
     ap.add_argument("--seed", type=int, default=20240607)
@@ -843,7 +917,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
     settings = {
         "batch": args.batch, "repeats": args.repeats, "n": args.n, "algos": args.algos,
         "masses": args.masses, "dtypes": args.dtypes, "peers": args.peers,
-        "threads": threads, "numpy_chunk": args.numpy_chunk, "sqrt_s": SQRT_S,
+        "threads": threads, "numpy_chunk": args.numpy_chunk, "jax_chunk": args.jax_chunk,
+        "sqrt_s": SQRT_S,
         "massive_masses": list(MASSES), "rng_in_main_table": False, "seed": args.seed,
         "jax_backend": jax.default_backend(), "x64": bool(jax.config.read("jax_enable_x64")),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
@@ -880,7 +955,17 @@ def main(argv=None, log=print) -> dict[str, Any]:
         for n in args.n:
             rng_rows += run_rng_case(Case("diet", n, False, dtype, args.batch), peers,
                                      args.repeats, args.seed, log)
-    checks = [r["validation"] for r in rows_ok + rng_rows if r.get("validation")]
+    variant_rows: list[dict[str, Any]] = []
+    if (not args.no_variants and "jaxnis" in peers and "diet" in args.algos
+            and "massless" in args.masses):
+        dtype = "float64" if "float64" in args.dtypes else args.dtypes[0]
+        vpeers = {k: v for k, v in peers.items() if k in ("jaxnis", "madspace")}
+        vpeers["jaxnis_chunked"] = JaxnisPeer(chunk=args.jax_chunk)
+        vpeers["jaxnis_batch_minor"] = JaxnisPeer(layout="batch_minor")
+        for n in args.n:
+            variant_rows += run_case(Case("diet", n, False, dtype, args.batch), vpeers,
+                                     args.repeats, args.seed, log)
+    checks = [r["validation"] for r in rows_ok + rng_rows + variant_rows if r.get("validation")]
     passed = bool(checks) and all(bool(v["weight_ok"]) and v["kinematics_ok"] for v in checks)
     ms_checks = [r["info"]["same_as_mapping_api"] for r in rows_ok
                  if r["peer"] == "madspace" and r.get("info")]
@@ -888,7 +973,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "benchmark": "phase_space", "date": _common.utc_now(), "machine": machine,
         "versions": _common.versions(), "settings": settings, "cpu": rows,
-        "rng": rng_rows, "target": target_summary(rows_ok), "validation_passed": passed,
+        "rng": rng_rows, "variants": variant_rows, "target": target_summary(rows_ok),
+        "validation_passed": passed,
     }
     gpus = [] if args.no_gpu else gpu_devices()
     if gpus and "jaxnis" in peers:

@@ -43,7 +43,7 @@ def test_phase_space_benchmark_smoke(tmp_path, dtype):
     name = jnp.dtype(dtype).name
     # Massless rows and no RNG table: each jaxnis case is one compilation, the slow part.
     argv = ["--n", "3", "4", "--batch", "1000", "--repeats", "1", "--peers", "numpy", "jaxnis",
-            "--dtypes", name, "--masses", "massless", "--no-rng", "--no-gpu",
+            "--dtypes", name, "--masses", "massless", "--no-rng", "--no-variants", "--no-gpu",
             "--out", str(tmp_path), "--name", "smoke"]
     payload = phase_space.main(argv, log=lambda *_: None)
 
