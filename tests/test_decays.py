@@ -100,10 +100,12 @@ def test_two_body_round_trip_and_chart(dtype):
         q = kin.boost_to_rest_frame(p[0], cond["parent"])
         return jnp.stack([q[3] / kin.momentum(q), kin.azimuth(q)]), lw - log_density
 
-    checks.assert_logdet_matches_jacobian(chart, r[:64], rtol=tol(dtype, 1e-4, 1e-10))
+    if dtype == jnp.float64:  # the Jacobian identity is asserted at float64 precision
+        checks.assert_logdet_matches_jacobian(chart, r[:64], rtol=1e-10)
 
 
-def test_two_body_sqrt_s_key_and_batch(dtype):
+def test_two_body_sqrt_s_key_and_batch():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     r = _r(dtype, 4)
     checks.assert_batch_equals_loop(fwd(DECAY, _decay_cond(dtype, BOOSTED)), (r,),
                                     rtol=tol(dtype, 1e-6, 1e-13), atol=tol(dtype, 1e-3, 1e-10))
@@ -112,7 +114,8 @@ def test_two_body_sqrt_s_key_and_batch(dtype):
     assert float(lw) == pytest.approx(math.log(PHI2_TTBAR), abs=tol(dtype, 1e-5, 1e-9))
 
 
-def test_two_body_below_threshold(dtype):
+def test_two_body_below_threshold():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     r = jnp.asarray([0.3, 0.8], dtype)
     for parent, masses in [((300.0, 0.0, 0.0, 0.0), (173.0, 173.0)),
                            ((100.0, 0.0, 0.0, 200.0), (1.0, 1.0)),  # space-like parent
@@ -139,7 +142,7 @@ def test_two_body_gradients_match_finite_differences():
         return jnp.sum(weights * p) + 100.0 * lw
 
     # atol: the round-off of the differences, eps |f| / h ~ 1e-5 for |f| ~ 1e4.
-    checks.assert_grad_matches_fd(scalar, jnp.ones(8), h=1e-6, rtol=1e-6, atol=1e-5)
+    checks.assert_grad_matches_fd(jax.jit(scalar), jnp.ones(8), h=1e-6, rtol=1e-6, atol=1e-5)
 
 
 # ---- 2 -> 2 with a t-channel map -------------------------------------------------------------
@@ -191,7 +194,9 @@ def test_t_channel_round_trip_any_frame(nu):
     np.testing.assert_allclose(c, c[0], rtol=1e-9)
 
 
-def test_t_channel_chart_jacobian_and_batch(dtype):
+@pytest.mark.x64
+def test_t_channel_chart_jacobian():
+    dtype = jnp.float64
     cond = _tchan_cond(dtype, masses=(173.0, 10.0), nu=0.7)
     r = _r(dtype, 64, seed=3)
     log_density = -math.log(16 * math.pi**2 * 1000.0**2)  # dPhi_2 / dt dphi, massless beams
@@ -202,13 +207,18 @@ def test_t_channel_chart_jacobian_and_batch(dtype):
         p, lw = call(TCHAN, "forward", x, cond)
         return jnp.stack([kin.mass_squared(pa - p[0]), kin.azimuth(p[0])]), lw - log_density
 
-    # float32: t ~ 1e5 is a difference of ~1e6 numbers, so the 1e-7 rounding costs ~1e-4.
-    checks.assert_logdet_matches_jacobian(chart, r, rtol=tol(dtype, 2e-3, 1e-9))
-    checks.assert_batch_equals_loop(fwd(TCHAN, cond), (r[:4],), rtol=tol(dtype, 1e-6, 1e-13),
-                                    atol=tol(dtype, 1e-3, 1e-10))
+    checks.assert_logdet_matches_jacobian(chart, r, rtol=1e-9)
 
 
-def test_t_channel_invalid_traced_input(dtype):
+def test_t_channel_batch_equals_loop():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
+    cond = _tchan_cond(dtype, masses=(173.0, 10.0), nu=0.7)
+    checks.assert_batch_equals_loop(fwd(TCHAN, cond), (_r(dtype, 4, seed=3),), rtol=1e-6,
+                                    atol=1e-3)
+
+
+def test_t_channel_invalid_traced_input():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     r = jnp.asarray([0.3, 0.8], dtype)
     for cond in [_tchan_cond(dtype, sqrt_s=300.0),  # below threshold
                  _tchan_cond(dtype, masses=(0.0, 0.0), nu=1.0)]:  # 1/|t| not integrable
@@ -234,7 +244,7 @@ def test_t_channel_gradients_match_finite_differences():
 
     x0 = jnp.concatenate([r, jnp.array([1000.0, 173.0, 10.0, 0.8])])
     # atol: the round-off of the differences, eps |f| / h ~ 1e-5 for |f| ~ 1e4.
-    checks.assert_grad_matches_fd(scalar, jnp.ones(6), h=1e-6, rtol=1e-6, atol=1e-5)
+    checks.assert_grad_matches_fd(jax.jit(scalar), jnp.ones(6), h=1e-6, rtol=1e-6, atol=1e-5)
 
 
 def test_t_channel_with_uniform_t_map(dtype):

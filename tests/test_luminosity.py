@@ -92,11 +92,12 @@ def test_round_trip_and_jacobian(dtype):
         _, lw_i = jax.vmap(inv(m, cond))(jax.vmap(fwd(m, cond))(r)[0])
         # log(-log tau) amplifies the rounding of tau by 1 / |log tau| as tau -> 1.
         np.testing.assert_allclose(lw_f + lw_i, 0.0, atol=tol(dtype, 1e-4, 1e-10))
-        checks.assert_logdet_matches_jacobian(fwd(m, cond), r[:64],
-                                              rtol=tol(dtype, 1e-3, 1e-9))
+        if dtype == jnp.float64:  # the Jacobian identity is asserted at float64 precision
+            checks.assert_logdet_matches_jacobian(fwd(m, cond), r[:64], rtol=1e-9)
 
 
-def test_batch_equals_loop_and_s_hat_min_key(dtype):
+def test_batch_equals_loop_and_s_hat_min_key():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     m = MAPS["breit_wigner"]
     r = _r(dtype, 4, seed=2)
     checks.assert_batch_equals_loop(fwd(m, _cond(dtype)), (r,), rtol=tol(dtype, 1e-6, 1e-13))
@@ -136,10 +137,11 @@ def test_gradients_match_finite_differences(name):
         xs, lw = call(m, "forward", x[:2], dict(zip(KEYS, x[2:], strict=True)))
         return 10.0 * xs[0] + 3.0 * xs[1] + lw
 
-    checks.assert_grad_matches_fd(f, jnp.ones(7), h=1e-6, rtol=1e-6, atol=1e-8)
+    checks.assert_grad_matches_fd(jax.jit(f), jnp.ones(7), h=1e-6, rtol=1e-6, atol=1e-8)
 
 
-def test_invalid_traced_input(dtype):
+def test_invalid_traced_input():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     m = MAPS["uniform"]
     x, lw = call(m, "forward", jnp.asarray([0.3, 0.4], dtype), _cond(dtype, tau_min=1.5))
     assert lw == -np.inf and np.all(np.isfinite(x))

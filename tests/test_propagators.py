@@ -105,11 +105,12 @@ def test_round_trip_and_jacobian(dtype):
         _, lw_i = jax.vmap(inv(m, cond))(s)
         np.testing.assert_allclose(lw_f + lw_i, 0.0,
                                    atol=tol(dtype, 1e-5, 1e-12) * (1 + np.abs(lw_f).max()))
-        checks.assert_logdet_matches_jacobian(fwd(m, cond), r, rtol=tol(dtype, 1e-4, 1e-9),
-                                              atol=tol(dtype, 1e-4, 1e-10))
+        if dtype == jnp.float64:  # the Jacobian identity is asserted at float64 precision
+            checks.assert_logdet_matches_jacobian(fwd(m, cond), r, rtol=1e-9, atol=1e-10)
 
 
-def test_batch_equals_loop(dtype):
+def test_batch_equals_loop():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     r = _r(dtype, 6)
     for m in MAPS.values():
         checks.assert_batch_equals_loop(fwd(m, _cond(dtype, nu=0.8)), (r,),
@@ -151,10 +152,11 @@ def test_gradients_match_finite_differences(name):
         s, log_jac = call(m, "forward", x[:1], dict(zip(KEYS, x[1:], strict=True)))
         return s / s0 + log_jac
 
-    checks.assert_grad_matches_fd(f, jnp.ones(6), h=1e-6, rtol=1e-6, atol=1e-8)
+    checks.assert_grad_matches_fd(jax.jit(f), jnp.ones(6), h=1e-6, rtol=1e-6, atol=1e-8)
 
 
-def test_invalid_traced_input_gives_minus_inf_and_finite(dtype):
+def test_invalid_traced_input_gives_minus_inf_and_finite():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     cases = [
         ("breit_wigner", {"width": 0.0}),
         ("breit_wigner", {"mass": -1.0}),
@@ -174,7 +176,8 @@ def test_invalid_traced_input_gives_minus_inf_and_finite(dtype):
         assert call(m, "inverse", s, cond)[1] == -np.inf, (name, extra)
 
 
-def test_edges_have_finite_gradients(dtype):
+def test_edges_have_finite_gradients():
+    dtype = jnp.float32  # dtype-independent logic: run once, in the 32-bit process
     """r = 0 and r = 1 exactly (which uniform float generators can return)."""
     edges = jnp.array([[0.0], [1.0]], dtype=dtype)
     for m in MAPS.values():
