@@ -22,6 +22,9 @@ Three layers, each usable alone:
 * :func:`vegas_integrate`: a plain VEGAS integrator built on the kernel, with the
   per-iteration function jitted once.
 
+:func:`spline_params_from_grid` turns a trained grid into raw parameters of a
+rational-quadratic spline layer (``jaxnis.flows``) with the same density, approximately.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxnis import vegas
@@ -689,6 +692,50 @@ def vegas_integrate(
     )
 
 
+# ---------------------------------------------------------------------------------------
+# VEGAS -> spline initialisation
+# ---------------------------------------------------------------------------------------
+
+
+def spline_params_from_grid(grid: ArrayLike, spline) -> Array:
+    """Raw rational-quadratic-spline parameters that start a spline layer where VEGAS ended.
+
+    The spline maps in the sampling direction, like the grid: uniform ``u`` to ``x``. It gets
+    ``K = spline.n_bins`` equal-probability bins: uniform input widths ``1/K`` and output
+    knots at the grid's quantiles ``x_k = G(k/K)`` (``G`` the grid map), so each spline bin
+    holds the same grid probability ``1/K`` as the grid itself. The knot slopes are the local
+    density ratio ``dx/du = 1/q_grid`` of the grid at ``x_k``: the geometric mean of the
+    slopes ``n w`` of the fine grid bins on either side of the knot (the one fine bin holding
+    it when ``k n / K`` is not an integer), the end bins' slopes at 0 and 1. Slopes from the
+    fine grid, rather than from the coarse bins ``K h_k``, keep the peak shapes: on the
+    a = 0.1 camel a 10-bin spline initialised so has a weight variance within ~20% of the
+    64-bin grid's (about 2x worse with averaged coarse slopes).
+
+    Args:
+        grid: edges ``[d, n_bins + 1]`` of a (trained) grid.
+        spline: a ``jaxnis.flows.RationalQuadraticSpline`` (anything with ``n_bins`` and
+            ``params_from_knots(widths, heights, derivatives)``); its ``min_*`` limits apply.
+
+    Returns:
+        Raw parameters ``[d, 3 K + 1]`` for ``spline.forward_and_log_det(params, u)``.
+    """
+    edges = jnp.asarray(grid)
+    dim, n = edges.shape[0], edges.shape[1] - 1
+    k = int(spline.n_bins)
+    u_knots = jnp.asarray(np.arange(k + 1) / k, dtype=edges.dtype)
+    x_knots = jax.vmap(lambda u: forward_and_log_det(edges, jnp.full((dim,), u))[0])(u_knots)
+    heights = jnp.diff(x_knots.T, axis=-1)  # [d, K]
+    # Fine bins left and right of each knot u = j / K (static integer arithmetic): the
+    # knot sits on a fine edge when j n / K is an integer, else inside one fine bin.
+    j = np.arange(k + 1)
+    left = np.clip((j * n + k - 1) // k - 1, 0, n - 1)
+    right = np.clip((j * n) // k, 0, n - 1)
+    fine_slope = n * jnp.diff(edges, axis=-1)  # [d, n], dx/du of the grid per fine bin
+    slopes = jnp.sqrt(fine_slope[:, left] * fine_slope[:, right])
+    widths = jnp.full((dim, k), 1.0 / k, dtype=edges.dtype)
+    return spline.params_from_knots(widths, heights, slopes)
+
+
 __all__ = [
     "Vegas",
     "VegasBatch",
@@ -702,6 +749,7 @@ __all__ = [
     "grid_bin_averages",
     "inverse_and_log_det",
     "refine_grid",
+    "spline_params_from_grid",
     "uniform_grid",
     "vegas",
     "vegas_integrate",
