@@ -123,6 +123,15 @@ def test_tree_batch_equals_loop():
                                     rtol=tol(dtype, 1e-6, 1e-12), atol=tol(dtype, 1e-3, 1e-9))
 
 
+def test_changing_masses_widths_energy_does_not_recompile():
+    r = _r(jnp.float32, 2, 4, seed=15)
+    call(ZPRIME, "forward", r[0], _zprime_cond(jnp.float32))
+    before = call._cache_size()
+    for sqrt_s, mass, width in [(14000.0, 2000.0, 10.0), (7000.0, 500.0, 40.0)]:
+        call(ZPRIME, "forward", r[1], _zprime_cond(jnp.float32, sqrt_s, mass, width))
+    assert call._cache_size() == before
+
+
 def test_tree_in_a_moving_frame(dtype):
     """cond['parent'] in any frame: outputs sum to it and the weight is unchanged."""
     parent = jnp.asarray([1500.0, 300.0, -400.0, 700.0], dtype)
