@@ -93,6 +93,33 @@ def versions(packages: Iterable[str] = DEFAULT_PACKAGES) -> dict[str, str]:
     return out
 
 
+def git_state(*paths: str) -> dict[str, Any]:
+    """HEAD commit and, per path, its blob hash and whether it differs from HEAD.
+
+    Records exactly which source a benchmark measured, also for files not committed yet.
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                 timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    state: dict[str, Any] = {"head": git("rev-parse", "HEAD") or "unknown"}
+    for path in paths:
+        tracked = bool(git("ls-files", path))
+        state[path] = {
+            "blob": git("hash-object", path) or "missing",
+            "committed_unchanged": tracked and not git("status", "--porcelain", "--", path),
+        }
+    return state
+
+
 def utc_now() -> str:
     """Current UTC date and time, ISO 8601, to the second."""
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()

@@ -30,11 +30,13 @@ read the same array (random-number generation is **excluded** from the main tabl
 separate table times each library's own generator plus the map, RAMBO-on-diet massless).
 Every peer runs on the same cores: the process is pinned to ``--threads`` cores before
 JAX starts, which sizes XLA's CPU thread pool; MadSpace's ``Context`` gets that thread
-count and NumPy that many worker threads. Timed: the median of ``--repeats`` calls after
-one warm-up call, the peers' calls interleaved round-robin so that a shared machine
-loads them alike; JAX results are waited for with ``block_until_ready``. The JAX
+count and NumPy that many worker threads. Timed: the median of ``--repeats`` calls (3;
+``--target-repeats`` 7 for the target row) after one warm-up call, the peers' calls
+interleaved round-robin so that a shared machine loads them alike; JAX results are waited
+for with ``block_until_ready``. The process CPU time of each call is recorded too. The JAX
 compile time (``lower(...).compile()``) and MadSpace's graph/runtime set-up are reported
-separately.
+separately. A third table calls jaxnis in chunks of ``--jax-chunk`` events and in the
+batch-minor layout (see :class:`JaxnisPeer`).
 
 Equal work is checked on the warm-up outputs of every peer: the mean weight against the
 massless volume of ``REFERENCES.md`` (massive: the quadrature value for n = 3, else a
@@ -791,8 +793,9 @@ def markdown_report(payload: dict[str, Any]) -> str:
     sections = [_common.metadata_markdown(payload)]
     sections.append(
         "## What is measured\n\n"
-        f"- Events per second = batch ({s['batch']:,}) / median of {s['repeats']} calls after "
-        "one warm-up call; the peers' calls are interleaved round-robin. "
+        f"- Events per second = batch ({s['batch']:,}) / median of {s['repeats']} calls "
+        f"({s['target_repeats']} for the target row) after one warm-up call; the peers' calls "
+        "are interleaved round-robin. "
         + ("**The machine was shared with other jobs during this run** "
            f"(load average {payload['machine'].get('load_average_1_5_15min')} at the start, "
            f"{payload.get('load_average_end')} at the end): absolute rates are noisy, the "
@@ -870,8 +873,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=1_000_000, help="events per call")
     ap.add_argument("--quick", action="store_true",
-                    help="batch 20000 and 3 repeats (unless given): checks the harness fast")
-    ap.add_argument("--repeats", type=int, default=None, help="timed calls per peer (5)")
+                    help="batch 20000 (unless given): checks the harness fast")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per peer (3)")
+    ap.add_argument("--target-repeats", type=int, default=None,
+                    help="timed calls for the target row, RAMBO-on-diet n=4 massless float64 (7)")
+    ap.add_argument("--rng-n", type=int, nargs="+", default=[4],
+                    help="n of the random-numbers-included table")
+    ap.add_argument("--variant-n", type=int, nargs="+", default=[4, 8],
+                    help="n of the jaxnis call-variants table")
     ap.add_argument("--n", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8])
     ap.add_argument("--algos", nargs="+", choices=list(ALGOS), default=list(ALGOS))
     ap.add_argument("--masses", nargs="+", choices=["massless", "massive"],
@@ -896,7 +905,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick and "--batch" not in (argv if argv is not None else sys.argv):
         args.batch = 20_000
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
+        args.repeats = 3
+    if args.target_repeats is None:
+        args.target_repeats = args.repeats if args.quick else max(7, args.repeats)
     if args.gpu_batch is None:
         args.gpu_batch = args.batch if args.quick else 10_000_000
     bad = [n for n in args.n if n < 3 or n > len(MASSES)]
@@ -915,7 +926,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
         jax.config.update("jax_enable_x64", True)  # scripts may; the library never does
     machine = _common.machine_info()
     settings = {
-        "batch": args.batch, "repeats": args.repeats, "n": args.n, "algos": args.algos,
+        "batch": args.batch, "repeats": args.repeats, "target_repeats": args.target_repeats,
+        "n": args.n, "algos": args.algos,
         "masses": args.masses, "dtypes": args.dtypes, "peers": args.peers,
         "threads": threads, "numpy_chunk": args.numpy_chunk, "jax_chunk": args.jax_chunk,
         "sqrt_s": SQRT_S,
@@ -942,7 +954,9 @@ def main(argv=None, log=print) -> dict[str, Any]:
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for case in cases:
-        rows += run_case(case, peers, args.repeats, args.seed, log)
+        is_target = (case.algo, case.n, case.massive, case.dtype) == TARGET
+        rows += run_case(case, peers, args.target_repeats if is_target else args.repeats,
+                         args.seed, log)
         gc.collect()
     for name, why in skipped_peers.items():
         rows.append({"peer": name, "skipped": why, "algo": "-", "n": 0, "massive": False,
@@ -952,7 +966,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     rng_rows: list[dict[str, Any]] = []
     if not args.no_rng and "diet" in args.algos and "massless" in args.masses:
         dtype = "float64" if "float64" in args.dtypes else args.dtypes[0]
-        for n in args.n:
+        for n in [n for n in args.n if n in args.rng_n] or args.n[:1]:
             rng_rows += run_rng_case(Case("diet", n, False, dtype, args.batch), peers,
                                      args.repeats, args.seed, log)
     variant_rows: list[dict[str, Any]] = []
@@ -962,7 +976,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
         vpeers = {k: v for k, v in peers.items() if k in ("jaxnis", "madspace")}
         vpeers["jaxnis_chunked"] = JaxnisPeer(chunk=args.jax_chunk)
         vpeers["jaxnis_batch_minor"] = JaxnisPeer(layout="batch_minor")
-        for n in args.n:
+        for n in [n for n in args.n if n in args.variant_n] or args.n[:1]:
             variant_rows += run_case(Case("diet", n, False, dtype, args.batch), vpeers,
                                      args.repeats, args.seed, log)
     checks = [r["validation"] for r in rows_ok + rng_rows + variant_rows if r.get("validation")]
@@ -972,7 +986,10 @@ def main(argv=None, log=print) -> dict[str, Any]:
     settings["madspace_same_as_mapping_api"] = all(ms_checks) if ms_checks else "n/a"
     payload: dict[str, Any] = {
         "benchmark": "phase_space", "date": _common.utc_now(), "machine": machine,
-        "versions": _common.versions(), "settings": settings, "cpu": rows,
+        "versions": _common.versions(), "settings": settings,
+        "source": _common.git_state("jaxnis/phasespace/rambo.py", "benchmarks/phase_space.py",
+                                    "benchmarks/numpy_rambo.py"),
+        "cpu": rows,
         "rng": rng_rows, "variants": variant_rows, "target": target_summary(rows_ok),
         "validation_passed": passed,
     }
