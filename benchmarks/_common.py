@@ -93,10 +93,12 @@ def versions(packages: Iterable[str] = DEFAULT_PACKAGES) -> dict[str, str]:
     return out
 
 
-def git_state(*paths: str) -> dict[str, Any]:
-    """HEAD commit and, per path, its blob hash and whether it differs from HEAD.
+def git_state(files: dict[str, str | os.PathLike]) -> dict[str, Any]:
+    """HEAD commit and, per file, its blob hash next to the blob of the same path at HEAD.
 
-    Records exactly which source a benchmark measured, also for files not committed yet.
+    ``files`` maps a repository path to the file actually used (it may live elsewhere, e.g.
+    an export of HEAD), so a result records exactly which source it measured, committed
+    or not.
     """
     import subprocess
 
@@ -111,12 +113,11 @@ def git_state(*paths: str) -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else ""
 
     state: dict[str, Any] = {"head": git("rev-parse", "HEAD") or "unknown"}
-    for path in paths:
-        tracked = bool(git("ls-files", path))
-        state[path] = {
-            "blob": git("hash-object", path) or "missing",
-            "committed_unchanged": tracked and not git("status", "--porcelain", "--", path),
-        }
+    for repo_path, used in files.items():
+        blob = git("hash-object", str(used)) or "missing"
+        head_blob = git("rev-parse", f"HEAD:{repo_path}") or "not in HEAD"
+        state[repo_path] = {"file": str(used), "blob": blob, "blob_at_head": head_blob,
+                            "same_as_head": blob == head_blob}
     return state
 
 

@@ -948,6 +948,12 @@ def main(argv=None, log=print) -> dict[str, Any]:
             log(f"skipping {name}: {exc}")
     if "madspace" in peers:
         settings["madspace_backends"] = peers["madspace"].ms.available_backends()
+    here = Path(__file__).resolve().parent
+    used = {"benchmarks/phase_space.py": here / "phase_space.py",
+            "benchmarks/numpy_rambo.py": here / "numpy_rambo.py"}
+    if "jaxnis" in peers:
+        used["jaxnis/phasespace/rambo.py"] = peers["jaxnis"].module.__file__
+    source = _common.git_state(used)  # at the start: the code that is imported and timed
     cases = [Case(algo, n, mass == "massive", dtype, args.batch)
              for algo in args.algos for dtype in args.dtypes for mass in args.masses
              for n in args.n]
@@ -987,8 +993,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "benchmark": "phase_space", "date": _common.utc_now(), "machine": machine,
         "versions": _common.versions(), "settings": settings,
-        "source": _common.git_state("jaxnis/phasespace/rambo.py", "benchmarks/phase_space.py",
-                                    "benchmarks/numpy_rambo.py"),
+        "source": source,
         "cpu": rows,
         "rng": rng_rows, "variants": variant_rows, "target": target_summary(rows_ok),
         "validation_passed": passed,
