@@ -317,14 +317,13 @@ def test_qqg_equals_gluon_recoloured_photon_radiation():
     beams = ([0.3, -0.5, 0.8], [0, 0, 1.0], [0, 0, -1.0])
     mom = jnp.asarray(np.stack([three_body(700.0, 0.83, 0.64, b, rot_angle=1.3)
                                 for b in beams]))
-    for flavour in ("u", "d"):
-        a = batched("me_ee_to_qqg", jnp.float64, flavour=flavour, bosons=ALL_BOSONS)(
-            mom, params)
-        b = batched("me_ffbar_to_ffbar_a", jnp.float64, initial="e", final=flavour,
-                    bosons=ALL_BOSONS, emission="fsr")(mom, params)
-        q = pp.FERMIONS[flavour].charge
-        want = float(d["g_s"] ** 2 * pp.C_F / (d["e"] ** 2 * q * q))
-        np.testing.assert_allclose(np.asarray(a / b), want, rtol=1e-11)
+    flavour = "u"  # the chiral structure is flavour blind; one flavour keeps it cheap
+    a = batched("me_ee_to_qqg", jnp.float64, flavour=flavour, bosons=ALL_BOSONS)(mom, params)
+    b = batched("me_ffbar_to_ffbar_a", jnp.float64, initial="e", final=flavour,
+                bosons=ALL_BOSONS, emission="fsr")(mom, params)
+    q = pp.FERMIONS[flavour].charge
+    want = float(d["g_s"] ** 2 * pp.C_F / (d["e"] ** 2 * q * q))
+    np.testing.assert_allclose(np.asarray(a / b), want, rtol=1e-11)
 
 
 # ----------------------------------------------------------------------------- e+e- -> mu mu gamma
@@ -382,16 +381,15 @@ def test_mumua_soft_limit(sqrt_s):
 
 @pytest.mark.x64
 def test_mumua_gauge_invariance():
-    """k_rho M^rho = 0 for every helicity, separately for ISR and FSR."""
+    """k_rho M^rho = 0 for every helicity, separately for ISR and FSR and each boson."""
     params = pp.default_params(jnp.float64)
     mom = jnp.asarray(_random_three_body(np.random.default_rng(5), 6, 1000.0))
     k_lower = mom[:, 4] * jnp.asarray([1.0, -1.0, -1.0, -1.0])
-    for emission in ("isr", "fsr"):
-        amp = jax.jit(jax.vmap(lambda m, e=emission: me.radiative_amplitudes(
-            m, params, emission=e)))(mom)
-        contracted = jnp.einsum("nxyr,nr->nxy", amp, k_lower.astype(amp.dtype))
-        scale = jnp.max(jnp.abs(amp)) * 1000.0
-        assert float(jnp.max(jnp.abs(contracted))) < 1e-11 * float(scale)
+    amp = jax.jit(jax.vmap(lambda m: me.radiative_amplitudes_by_boson(m, params)))(mom)
+    # [event, emission, boson, chi_a, chi_b, rho]: every piece is gauge invariant alone
+    contracted = jnp.einsum("nebxyr,nr->nebxy", amp, k_lower.astype(amp.dtype))
+    scale = jnp.max(jnp.abs(amp)) * 1000.0
+    assert float(jnp.max(jnp.abs(contracted))) < 1e-11 * float(scale)
 
 
 def isr_events(sqrt_s, m_mumu, cos_gamma, decay_dirs):
@@ -445,12 +443,13 @@ def test_mumua_isr_factorises_into_production_and_decay(m_mumu):
 
 ME_CASES = [
     # (name, static arguments, number of particles, check gradients): the 2 -> 2 functions
-    # share one code path, so one of them carries the (compile-heavy) gradient check.
+    # share one code path, so one of them carries the (compile-heavy) gradient check; the
+    # spinor-based one checks gradients in float32 only, the more fragile precision.
     ("me_ee_to_mumu", {}, 4, False),
     ("me_ee_to_qq", {"flavour": "c"}, 4, False),
     ("me_qq_to_ll", {"flavour": "u"}, 4, True),
     ("me_ee_to_qqg", {"flavour": "b"}, 5, True),
-    ("me_ee_to_mumua", {}, 5, True),
+    ("me_ee_to_mumua", {}, 5, "f32"),
 ]
 
 
@@ -474,7 +473,7 @@ def test_me_finite_values_and_gradients(dtype, name, static, n, grads):
     mom = jnp.asarray(mom, dtype)
     params = params_of(dtype)
     fn = jax.vmap(functools.partial(getattr(me, name), **static), in_axes=(0, None))
-    if not grads:
+    if not grads or (grads == "f32" and dtype != jnp.float32):
         m2 = batched(name, dtype, **static)(mom, params)
         assert m2.dtype == dtype
         assert np.all(np.isfinite(np.asarray(m2))) and np.all(np.asarray(m2) >= 0.0)

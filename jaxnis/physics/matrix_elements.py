@@ -220,27 +220,29 @@ def _complex_g(x, params, initial, final, bosons, cdt):
     return re.astype(cdt) + 1j * im.astype(cdt)
 
 
-def radiative_amplitudes(
+def radiative_amplitudes_by_boson(
     momenta: ArrayLike,
     params: Params,
     initial: str = "e",
     final: str = "mu",
     *,
     bosons=("photon", "Z", "Zp"),
-    emission=("isr", "fsr"),
 ) -> Array:
-    """Helicity amplitudes ``M^rho / e^3`` of ``f_a fbar_a -> f_b fbar_b gamma``.
+    """Helicity amplitudes ``M^rho / e^3`` split by emission and exchanged boson.
 
-    The formula is in :func:`me_ffbar_to_ffbar_a`; arguments as there.
+    The fermion currents are computed once and contracted with each boson's coupling
+    matrix, so the pieces needed by single-diagram-enhanced channel weights cost little more
+    than the full amplitude. The formula is in :func:`me_ffbar_to_ffbar_a`.
 
     Returns:
-        Complex array ``[2, 2, 4]`` indexed ``[chi_a, chi_b, rho]``: the chiralities (L, R)
+        Complex array ``[2, n_bosons, 2, 2, 4]`` indexed
+        ``[emission (ISR, FSR), boson, chi_a, chi_b, rho]``: ``chi`` the chiralities (L, R)
         of the initial and final fermion lines, which for massless fermions label the only
-        non-vanishing helicity configurations, and the upper Lorentz index of the photon.
+        non-vanishing helicity configurations, ``rho`` the upper Lorentz index of the photon.
+        The sum over the first two axes is the full amplitude.
     """
     _check_pair(initial, final)
     bosons = pp.check_bosons(bosons)
-    emission = _check_emission(emission)
     fa, fb = pp.fermion(initial), pp.fermion(final)
     p = jnp.asarray(momenta)
     dtype = p.dtype
@@ -256,18 +258,39 @@ def radiative_amplitudes(
         # a^2 = 0 only on an exact soft/collinear pole (measure zero): guarded to 0.
         return a * safe_div(1.0, minkowski_dot(a, a))
 
-    amp = jnp.zeros((2, 2, 4), dtype=cdt)  # [chi_a, chi_b, rho]
-    if "isr" in emission:
-        r_a = fa.charge * sp.radiative_currents(w2, w1, prop(p1 - k), prop(k - p2))
-        j_b = sp.currents(w3, w4)
-        g_isr = _complex_g(q2, params, initial, final, bosons, cdt)
-        amp = amp + jnp.einsum("xy,xmr,ym,m->xyr", g_isr, r_a, j_b, metric)
-    if "fsr" in emission:
-        r_b = fb.charge * sp.radiative_currents(w3, w4, prop(-p4 - k), prop(p3 + k))
-        j_a = sp.currents(w2, w1)
-        g_fsr = _complex_g(s, params, initial, final, bosons, cdt)
-        amp = amp + jnp.einsum("xy,xm,ymr,m->xyr", g_fsr, j_a, r_b, metric)
-    return amp
+    # ISR: photon on the initial line, boson at q^2; FSR: on the final line, boson at s.
+    r_a = fa.charge * sp.radiative_currents(w2, w1, prop(p1 - k), prop(k - p2))
+    j_b = sp.currents(w3, w4)
+    r_b = fb.charge * sp.radiative_currents(w3, w4, prop(-p4 - k), prop(p3 + k))
+    j_a = sp.currents(w2, w1)
+    g_isr = jnp.stack([_complex_g(q2, params, initial, final, (b,), cdt) for b in bosons])
+    g_fsr = jnp.stack([_complex_g(s, params, initial, final, (b,), cdt) for b in bosons])
+    isr = jnp.einsum("vxy,xmr,ym,m->vxyr", g_isr, r_a, j_b, metric)
+    fsr = jnp.einsum("vxy,xm,ymr,m->vxyr", g_fsr, j_a, r_b, metric)
+    return jnp.stack([isr, fsr])
+
+
+def radiative_amplitudes(
+    momenta: ArrayLike,
+    params: Params,
+    initial: str = "e",
+    final: str = "mu",
+    *,
+    bosons=("photon", "Z", "Zp"),
+    emission=("isr", "fsr"),
+) -> Array:
+    """Helicity amplitudes ``M^rho / e^3`` of ``f_a fbar_a -> f_b fbar_b gamma``.
+
+    The formula is in :func:`me_ffbar_to_ffbar_a`; arguments as there.
+
+    Returns:
+        Complex array ``[2, 2, 4]`` indexed ``[chi_a, chi_b, rho]`` (see
+        :func:`radiative_amplitudes_by_boson`).
+    """
+    emission = _check_emission(emission)
+    pieces = radiative_amplitudes_by_boson(momenta, params, initial, final, bosons=bosons)
+    rows = [i for i, e in enumerate(EMISSIONS) if e in emission]
+    return jnp.sum(pieces[jnp.asarray(rows)], axis=(0, 1))
 
 
 def me_ffbar_to_ffbar_a(
@@ -344,14 +367,24 @@ def me_ffbar_to_ffbar_a(
         Scalar ``|M|^2`` in GeV^-2; exactly soft/collinear poles (measure zero) give 0.
     """
     p = jnp.asarray(momenta)
-    amp = radiative_amplitudes(
-        p, params, initial, final, bosons=bosons, emission=emission
-    )
-    dtype = p.dtype
+    amp = radiative_amplitudes(p, params, initial, final, bosons=bosons, emission=emission)
+    return radiative_me_from_amplitudes(amp, params, initial, final)
+
+
+def radiative_me_from_amplitudes(amp: ArrayLike, params: Params, initial: str = "e",
+                                 final: str = "mu") -> Array:
+    """``|M|^2`` from the amplitudes of :func:`radiative_amplitudes` (``[..., 2, 2, 4]``):
+    ``(C / 4) e^6 sum_chi (-g_{rho sigma}) M^rho M^sigma*``, shape ``[...]``.
+
+    Amplitudes are linear in the exchanged bosons and in the emissions, so sums of
+    amplitudes for separate bosons or emissions give the interfering total.
+    """
+    amp = jnp.asarray(amp)
+    dtype = jnp.real(amp).dtype
     e2 = pp.derived(pp.cast_params(params, dtype))["e"] ** 2
-    a2 = jnp.real(amp * jnp.conj(amp)).astype(dtype)
+    a2 = jnp.real(amp * jnp.conj(amp))
     # -g_{rho sigma} M^rho M^sigma*: spatial components minus the time component.
-    total = jnp.sum(a2[..., 1:]) - jnp.sum(a2[..., 0])
+    total = jnp.sum(a2[..., 1:], axis=(-3, -2, -1)) - jnp.sum(a2[..., 0], axis=(-2, -1))
     return colour_factor(initial, final) * e2 * e2 * e2 * total / 4.0
 
 
@@ -380,4 +413,6 @@ __all__ = [
     "me_ffbar_to_ffbar_a",
     "me_qq_to_ll",
     "radiative_amplitudes",
+    "radiative_amplitudes_by_boson",
+    "radiative_me_from_amplitudes",
 ]
