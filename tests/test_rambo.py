@@ -1,8 +1,9 @@
 """RAMBO and RAMBO on diet: volumes, conservation, round trips, Jacobians, gradients.
 
 Reference values from ``REFERENCES.md``. The float32 bounds asserted here (relative to
-``sqrt_s`` and ``s``) were measured over 10^6 events per configuration: momentum conservation
-<= 3.2e-7, on-shell <= 2.5e-7, round trip <= 4e-5 (99.9 % of events below 1e-6).
+``sqrt_s`` and ``s``) are above what was measured over 10^6 events per configuration:
+momentum conservation <= 3.6e-7, on-shell <= 2.5e-7, round trip <= 4.6e-5 (99.9 % of events
+below 1e-6).
 """
 
 from __future__ import annotations
@@ -46,14 +47,20 @@ MASSIVE = [
 ]
 
 
+# XLA's CPU compile time grows with the number of fusions (~30-80 per map), and LLVM's
+# optimisation of each dominates it. Tests compile without backend optimisation: about half
+# the compile time, the same IEEE arithmetic (no fast-math at any level), slower but small runs.
+jit_o0 = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
 @functools.cache
 def batched_forward(ps):
-    return jax.jit(jax.vmap(ps.forward, in_axes=(0, None)))
+    return jit_o0(jax.vmap(ps.forward, in_axes=(0, None)))
 
 
 @functools.cache
 def batched_inverse(ps):
-    return jax.jit(jax.vmap(ps.inverse, in_axes=(0, None)))
+    return jit_o0(jax.vmap(ps.inverse, in_axes=(0, None)))
 
 
 def uniform(ps, n_events, dtype, seed=0):
@@ -88,11 +95,11 @@ def sample(ps, masses, dtype, sqrt_s=1000.0):
 
 
 def maps_for(dtype):
-    """The (map, masses) pairs tested in a process: every n in float64, a subset in float32
-    (compilation time) that keeps the cases where float32 is fragile (n = 2 RAMBO, the
-    Newton solves of k >= 3, the xi-rescaling)."""
+    """The (map, masses) pairs whose full output is tested in a process (compilation time
+    limits them): every RAMBO-on-diet n in float64, and the cases where float32 is fragile
+    (n = 2 RAMBO, the Newton solves of k >= 3, the xi-rescaling)."""
     if jnp.dtype(dtype) == jnp.float64:
-        massless = [(cls(n), None) for n in range(2, 7) for cls in (Rambo, RamboOnDiet)]
+        massless = [(Rambo(2), None)] + [(RamboOnDiet(n), None) for n in range(2, 7)]
         massive = [(cls(n, massive=True), m) for n, m in MASSIVE[:2]
                    for cls in (Rambo, RamboOnDiet)]
         massive.append((RamboOnDiet(5, massive=True), MASSIVE[2][1]))
@@ -117,16 +124,29 @@ def test_log_massless_volume_matches_table():
         assert got == pytest.approx(volume, rel=1e-13), (n, sqrt_s)
 
 
+@functools.cache
+def batched_log_weight(ps):
+    # Only the log weight: XLA drops the momenta, so this compiles in a fraction of the time.
+    return jit_o0(jax.vmap(lambda r, c: ps.forward(r, c)[1], in_axes=(0, None)))
+
+
 def test_massless_weight_is_constant_volume(dtype):
     # exp of a float32 log weight of size ~24 (n = 6) is good to ~24 eps = 3e-6.
     rtol = tol(dtype, 1e-5, 1e-12)
+    for (n, sqrt_s), volume in VOLUMES.items():
+        if dtype != jnp.float64:
+            break  # float32: the full maps below only
+        for ps in (Rambo(n), RamboOnDiet(n)):
+            logw = batched_log_weight(ps)(uniform(ps, 1024, dtype, seed=n),
+                                          cond_for(ps, sqrt_s, None, dtype))
+            assert logw.dtype == dtype
+            w = np.exp(np.asarray(logw, np.float64))
+            np.testing.assert_allclose(w, volume, rtol=rtol, err_msg=f"{ps} {sqrt_s}")
+    # The same from the full maps.
     for ps, masses in maps_for(dtype):
-        if masses is not None:
-            continue
-        for sqrt_s in (1000.0, 91.188):
-            if (ps.n, sqrt_s) in VOLUMES:
-                w = np.exp(sample(ps, None, dtype, sqrt_s)[2])
-                np.testing.assert_allclose(w, VOLUMES[ps.n, sqrt_s], rtol=rtol, err_msg=str(ps))
+        if masses is None:
+            w = np.exp(sample(ps, None, dtype)[2])
+            np.testing.assert_allclose(w, VOLUMES[ps.n, 1000.0], rtol=rtol, err_msg=str(ps))
 
 
 def test_massive_two_body_weight_is_constant_volume(dtype):
@@ -188,7 +208,7 @@ def test_diet_round_trip(dtype):
     # The shared check, on single-event functions.
     ps, masses = RamboOnDiet(3, massive=True), MASSIVE[1][1]
     cond = cond_for(ps, 1000.0, masses, dtype)
-    fwd, inv = jax.jit(ps.forward), jax.jit(ps.inverse)
+    fwd, inv = jit_o0(ps.forward), jit_o0(ps.inverse)
     checks.assert_round_trip(lambda x: fwd(x, cond), lambda y: inv(y, cond),
                              uniform(ps, 256, dtype), atol=tol(dtype, F32_ROUND_TRIP, 1e-10))
 
@@ -217,17 +237,16 @@ def log_chart_density(y: jax.Array, sqrt_s, masses, n: int) -> jax.Array:
 
 
 @pytest.mark.x64
-@pytest.mark.parametrize("item", [
-    (RamboOnDiet(5), None),  # mass variables with k = 3 (Newton), 2 and 1
-    (RamboOnDiet(4, massive=True), (173.0, 0.0, 4.7, 80.4)),
-], ids=["diet5", "diet4m"])
-def test_diet_weight_is_chart_jacobian(item):
-    ps, masses = item
+def test_diet_weight_is_chart_jacobian():
+    # Massive n = 4: mass variables with k = 2 and 1, and the xi-rescaling. (The Newton
+    # solves for k >= 3 are checked against the polynomial and their implicit gradients
+    # against finite differences below; a chart test at n = 5 costs twice the compile time.)
+    ps, masses = RamboOnDiet(4, massive=True), (173.0, 0.0, 4.7, 80.4)
     n = ps.n
-    m = np.zeros(n) if masses is None else np.asarray(masses)
+    m = np.asarray(masses)
     cond = cond_for(ps, 1000.0, masses, jnp.float64)
 
-    @jax.jit
+    @jit_o0
     def fn(r):
         p, logw = ps.forward(r, cond)
         y = chart(p, n)
@@ -247,7 +266,7 @@ def test_diet_weight_is_chart_jacobian(item):
 def test_batch_equals_loop(dtype):
     ps, masses = RamboOnDiet(3, massive=True), MASSIVE[1][1]
     cond = cond_for(ps, 1000.0, masses, dtype)
-    fwd, inv = jax.jit(ps.forward), jax.jit(ps.inverse)
+    fwd, inv = jit_o0(ps.forward), jit_o0(ps.inverse)
     rtol = tol(dtype, 1e-5, 1e-12)
     r = jnp.asarray(sample(ps, masses, dtype)[0][:4], dtype)
     # Components of size up to sqrt_s / 2 = 500 GeV, some near zero.
@@ -274,8 +293,8 @@ def test_jit_traces_once_for_any_energy_and_masses():
         traces["inverse"] += 1
         return ps.inverse(p, cond)
 
-    fwd = jax.jit(jax.vmap(forward, in_axes=(0, None)))
-    inv = jax.jit(jax.vmap(inverse, in_axes=(0, None)))
+    fwd = jit_o0(jax.vmap(forward, in_axes=(0, None)))
+    inv = jit_o0(jax.vmap(inverse, in_axes=(0, None)))
     r = uniform(ps, 8, jnp.float32)
     for sqrt_s, masses in [(1000.0, (173.0, 173.0, 0.0)), (500.0, (0.0, 4.7, 4.7)),
                            (91.188, (1.0, 2.0, 3.0))]:
@@ -290,8 +309,8 @@ def test_jit_traces_once_for_any_energy_and_masses():
 @pytest.mark.x64
 @pytest.mark.parametrize("ps,masses", [
     (RamboOnDiet(5, massive=True), (173.0, 80.4, 4.7, 0.5, 0.0)),
-    (Rambo(3, massive=True), (173.0, 173.0, 10.0)),
-], ids=["diet5m", "rambo3m"])
+    (Rambo(2, massive=True), (173.0, 10.0)),
+], ids=["diet5m", "rambo2m"])
 def test_grad_matches_finite_differences(ps, masses):
     """jax.grad through the root solves (mass variables, xi) w.r.t. r, masses and sqrt_s."""
     n = ps.n
@@ -303,16 +322,17 @@ def test_grad_matches_finite_differences(ps, masses):
         p, logw = ps.forward(r, {"sqrt_s": sqrt_s, "masses": m})
         return jnp.sum(coeff * p) / sqrt_s + logw
 
-    f = jax.jit(objective)
-    checks.assert_grad_matches_fd(lambda r: f(r, 1000.0, m0), r0, h=1e-6, rtol=1e-6,
-                                  atol=1e-9)
-    checks.assert_grad_matches_fd(lambda s: f(r0, s, m0), jnp.float64(1000.0), h=1e-4,
-                                  rtol=1e-6, atol=1e-12)
-    if ps.massive:
-        # Massless entries are kept at 0 (one-sided there): differentiate the massive ones.
-        idx = np.flatnonzero(np.asarray(masses) > 0)
-        checks.assert_grad_matches_fd(lambda mm: f(r0, 1000.0, m0.at[idx].set(mm)), m0[idx],
-                                      h=1e-5, rtol=1e-6, atol=1e-10)
+    # One flat vector (r, sqrt_s / 1000, massive masses / 100): one compiled gradient, and
+    # one finite-difference step h = 1e-6 suits every component.
+    idx = np.flatnonzero(np.asarray(masses) > 0) if ps.massive else np.zeros(0, int)
+    d = ps.n_random
+
+    @jax.jit  # jax.grad in the check traces it: no top-level compiler options here
+    def flat(x):
+        return objective(x[:d], 1000.0 * x[d], m0.at[idx].set(100.0 * x[d + 1:]))
+
+    x0 = jnp.concatenate([r0, jnp.ones(1), m0[idx] / 100.0])
+    checks.assert_grad_matches_fd(flat, x0, h=1e-6, rtol=1e-6, atol=1e-9)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +354,7 @@ def test_mass_fraction_solves_the_polynomial(k, dtype):
     small = np.geomspace(1e6 * float(finfo.tiny), 0.5, 400)
     near_one = 1.0 - np.geomspace(float(finfo.eps), 0.5, 400)
     r = np.concatenate([small, np.linspace(0.0, 1.0, 401), near_one]).astype(dtype)
-    u, w = jax.jit(jax.vmap(lambda x: _mass_fraction(x, k)))(jnp.asarray(r))
+    u, w = jit_o0(jax.vmap(lambda x: _mass_fraction(x, k)))(jnp.asarray(r))
     r, u, w = (np.asarray(a, np.float64) for a in (r, u, w))
     assert np.all((u >= 0) & (u <= 1) & (w >= 0) & (w <= 1))
     assert np.all(np.diff(u[400:801]) >= 0)  # monotone on the uniform grid
@@ -353,11 +373,11 @@ def test_mass_fraction_solves_the_polynomial(k, dtype):
 def test_mass_fraction_gradient_is_implicit(k):
     from jaxnis.phasespace.rambo import _mass_fraction
 
-    for r0 in (1e-3, 0.3, 0.5, 0.7, 0.999):
-        for j in range(2):
-            checks.assert_grad_matches_fd(lambda x, j=j: _mass_fraction(x, k)[j],
-                                          jnp.float64(r0), h=1e-7 * min(r0, 1 - r0),
-                                          rtol=1e-6)
+    # d/dr of u + 0.3 (1 - u) checks both outputs' tangents (du and dw = -du).
+    f = jax.jit(lambda x: jnp.sum(jax.vmap(lambda y: _mass_fraction(y, k))(x)[0]
+                                   + 0.3 * jax.vmap(lambda y: _mass_fraction(y, k))(x)[1]))
+    r0 = jnp.asarray([1e-3, 0.3, 0.5, 0.7, 0.999], jnp.float64)
+    checks.assert_grad_matches_fd(f, r0, h=1e-7, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +443,7 @@ def test_traced_bad_values_give_minus_inf_and_finite_momenta(ps):
         p, logw = ps.forward(r, {"sqrt_s": sqrt_s, "masses": masses})
         return jnp.sum(p) / 1000.0 + jnp.where(jnp.isfinite(logw), logw, 0.0), (p, logw)
 
-    grad = jax.jit(jax.vmap(jax.grad(objective, argnums=(0, 1, 2), has_aux=True)))
+    grad = jit_o0(jax.vmap(jax.grad(objective, argnums=(0, 1, 2), has_aux=True)))
     grads, (p, logw) = grad(r, sqrt_s, masses)
     logw = np.asarray(logw)
     assert np.all(np.isneginf(logw[~valid])), logw
@@ -432,7 +452,7 @@ def test_traced_bad_values_give_minus_inf_and_finite_momenta(ps):
     for g in grads:
         assert np.all(np.isfinite(np.asarray(g)))
     if isinstance(ps, RamboOnDiet):
-        r_back, lw_inv = jax.vmap(ps.inverse)(p, {"sqrt_s": sqrt_s, "masses": masses})
+        r_back, lw_inv = jit_o0(jax.vmap(ps.inverse))(p, {"sqrt_s": sqrt_s, "masses": masses})
         assert np.all(np.isfinite(np.asarray(r_back)))
         # The inverse sees the condition only: cases 1-3 have an invalid one.
         assert np.all(np.isneginf(np.asarray(lw_inv)[1:4]))

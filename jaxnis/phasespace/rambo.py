@@ -22,10 +22,39 @@ Newton's method, differentiated by the implicit-function theorem), whose weight 
     W_m / W_0 = xi^(2n - 3) prod_i (|p_i| / E_i) sqrt_s / sum_i (|p_i|^2 / E_i).
 
 Its exact inverse is ``xi = sum_i |p_i| / sqrt_s``. We use it rather than Platzer's shift of
-the intermediate masses ``M_i = K_i + sum_{j >= i} m_j`` because its weight is bounded: for
-(173, 173, 0) GeV at ``sqrt_s = 1000`` GeV the measured weight max/mean is 1.4 with the
-rescaling against 14 with the mass shift, whose weight diverges like
-``K^(-1/2)`` at the thresholds of two massive daughters.
+the intermediate masses ``M_i = K_i + sum_{j >= i} m_j`` because its weight is bounded (it
+vanishes where a massive particle is at rest, as the phase-space density does), while the
+shifted weight has integrable divergences ``~ K^(-1/2)`` at the thresholds of two massive
+daughters. Measured with 2 x 10^5 RAMBO-on-diet points at ``sqrt_s = 1000`` GeV, weight
+max/mean (and std/mean) with rescaling vs mass shift: 1.39 (0.27) vs 14.0 (0.19) for
+masses (173, 173, 0); 2.6 (0.46) vs 16.9 (0.29) for (100, 200, 300, 50); 1.01 (0.03) vs
+12.4 (0.10) for five 5 GeV particles. The shift integrates with somewhat lower variance
+when the masses are a large part of ``sqrt_s``; the rescaling unweights far better and
+gives a flow a smooth density to learn.
+
+Float32. Textbook single-precision RAMBO loses momentum conservation at the percent level
+(measured over 10^6 events: 0.17 of ``sqrt_s`` for n = 2, 2.6e-4 for n = 3). The causes,
+and what this module does instead:
+
+* ``M^2 = Q_0^2 - |Q|^2`` and ``E' = gamma E + eta . p`` cancel when the generated massless
+  momenta are nearly collinear; ``M`` small makes the conformal factor ``sqrt_s / M`` and the
+  boost ``gamma`` large, amplifying the rounding. RAMBO here writes ``M^2``, the energies and
+  the longitudinal parts as sums of positive terms, with ``1 - cos`` from ``sin^2 / (1 + cos)``
+  (see :func:`_rambo_forward_massless`); RAMBO on diet never forms ``Q^2`` in the forward map,
+  uses exactly normalised four-velocities in its boosts and obtains the last momentum by
+  subtraction, and its inverse computes invariant masses from ``e_a e_b |n_a - n_b|^2``.
+* ``-log(r3 r4)`` underflows and ``log(0)`` is infinite: ``-log(r3) - log(r4)`` with ``r``
+  clamped at the smallest normal number.
+* ``1 - u`` for ``u`` near 1 (a soft emission) and ``1 - sqrt(1 - r)`` for small ``r``: the mass
+  variables return ``u`` and ``1 - u`` separately, each to full relative precision.
+* Newton's method is run a fixed number of iterations measured sufficient in each precision,
+  from starting points on the side of monotone convergence.
+
+Measured in float32 over 10^6 events for every map, n = 2..6 and massive cases:
+``|sum p - P| <= 3.6e-7 sqrt_s``, ``|p_i^2 - m_i^2| <= 2.5e-7 s``, and RAMBO on diet's round
+trip ``|r - inverse(forward(r))| <= 4.6e-5`` (99.9 % of events below 1e-6; the largest
+errors come from nearly collinear pairs, whose decay angles are ill-conditioned functions of
+float32 lab momenta). The tests assert 1e-6, 1e-6 and 1e-4.
 
 Invalid traced input never raises: random numbers outside ``[0, 1]`` (or NaN), a
 non-positive ``sqrt_s``, negative masses or masses summing to ``sqrt_s`` or more give
@@ -249,8 +278,8 @@ def _mass_fraction_newton(r: Array, k: int) -> tuple[Array, Array]:
 
     t0 = (log_r - math.log(k + 1)) / k
     s0 = 0.5 * (log_1mr + math.log(2.0 / (k * (k + 1))))
-    t = jax.lax.fori_loop(0, n_iter, left_step, t0)
-    s = jax.lax.fori_loop(0, n_iter, right_step, s0)
+    t, s = jax.lax.fori_loop(0, n_iter, lambda i, ts: (left_step(i, ts[0]), right_step(i, ts[1])),
+                             (t0, s0))
     y_left, y_right = jnp.exp(t), jnp.exp(s)
     u = jnp.where(low, y_left, 1.0 - y_right)
     w = jnp.where(low, -jnp.expm1(t), y_right)
@@ -530,11 +559,11 @@ def _rambo_forward_massless(r: Array, sqrt_s: Array, n: int):
     * ``E_i' = x e_i (gamma - b c_i) = x e_i (1 / (gamma + b) + b (1 - c_i))`` and the
       component along ``Q``, ``x e_i (1 / (gamma + b) - gamma (1 - c_i))``, whose two terms
       only cancel when both are ``O(1 / gamma)``;
-    * transverse parts from differences of directions (see the comment in the code).
+    * transverse parts from pairwise direction differences (see the comment in the code).
 
     With the same ``1 - c_i`` in ``M`` and in the momenta, the sums of energies and of
     longitudinal momenta are exact up to rounding of positive terms. Measured in float32
-    over 10^6 events for n = 2..6: ``|sum p - P| < 3.2e-7 sqrt_s`` and
+    over 10^6 events for n = 2..6: ``|sum p - P| < 3.6e-7 sqrt_s`` and
     ``|p_i^2| < 2.5e-7 s``; the textbook formulas give 0.17 and 0.13 for n = 2 and
     2.6e-4 and 2.5e-4 for n = 3.
 
@@ -555,19 +584,20 @@ def _rambo_forward_massless(r: Array, sqrt_s: Array, n: int):
     has_dir = qn > 0
     qhat = [jnp.where(has_dir, safe_div(qvec[c], qn), float(c == 2)) for c in range(3)]
     weight = [safe_div(ei, q0) for ei in e]
-    # Transverse parts from d_i = n_i - Q_vec / Q_0 = delta_i - sum_j (e_j / Q_0) delta_j with
-    # delta_i = n_i - n_0: differences of nearby unit vectors are exact (Sterbenz), so
-    # sum_i e_i d_i = 0 up to rounding of small terms. Projecting n_i itself on the rounded
-    # Q_hat would leave a transverse residual ~ eps Q_0, i.e. eps gamma sqrt_s after the
-    # scaling by sqrt_s / M (gamma = Q_0 / M is large for nearly collinear q_i).
-    delta = [[nvec[i][c] - nvec[0][c] for c in range(3)] for i in range(n)]
-    mean = [sum(weight[j] * delta[j][c] for j in range(1, n)) for c in range(3)]
+    # Transverse parts from d_i = n_i - Q_vec / Q_0 = sum_j (e_j / Q_0) (n_i - n_j): the
+    # pairwise differences are accurate and antisymmetric, so sum_i e_i d_i = 0 up to
+    # rounding of small terms. Projecting n_i itself on the rounded Q_hat would leave a
+    # transverse residual ~ eps Q_0, i.e. eps gamma sqrt_s after the scaling by sqrt_s / M
+    # (gamma = Q_0 / M is large for nearly collinear q_i). A single reference direction,
+    # d_i = (n_i - n_0) - sum_j w_j (n_j - n_0), is O(n) but cancels when one e_j dominates:
+    # measured 1.0e-6 instead of 2.8e-7 for n = 2 over 10^6 float32 events.
     omc, perp = [], []  # 1 - cos(a_i) and the transverse unit-vector parts
     for i in range(n):
         # The rounded unit vectors have |n_i|^2 = 1 + O(eps): normalise explicitly.
         norm = _norm3(*nvec[i])
         cos_a = sum(nvec[i][c] * qhat[c] for c in range(3)) / norm
-        d = [delta[i][c] - mean[c] for c in range(3)]
+        d = [sum(weight[j] * (nvec[i][c] - nvec[j][c]) for j in range(n) if j != i)
+             for c in range(3)]
         d_along = sum(d[c] * qhat[c] for c in range(3))
         t = [(d[c] - d_along * qhat[c]) / norm for c in range(3)]
         sin2 = sum(tc * tc for tc in t)
@@ -604,7 +634,7 @@ def _solve_xi(e, masses, sqrt_s):
     increasing in ``xi``; the start ``xi_0 = sqrt(1 - (sum m / sqrt_s)^2)`` lies above the
     root (Minkowski's inequality), so Newton's method decreases monotonically onto it.
     Measured worst case over random energies and masses up to 0.999999 of threshold:
-    8 iterations reach float64 precision and 5 float32 precision; we use 10 and 7, unrolled.
+    8 iterations reach float64 precision and 5 float32 precision; we use 10 and 7.
     Gradients with respect to ``e``, ``masses`` and ``sqrt_s`` come from the implicit-function
     theorem (:func:`jax.lax.custom_root`), not from the iterations.
     """
@@ -629,7 +659,7 @@ def _solve_xi(e, masses, sqrt_s):
                 slope = slope + ei * jnp.where(ok, pabs / jnp.where(ok, energy, 1.0), 1.0)
             return xi - safe_div(total, slope)
 
-        return jax.lax.fori_loop(0, _n_iter(dt, 7, 10), step, xi0, unroll=True)
+        return jax.lax.fori_loop(0, _n_iter(dt, 7, 10), step, xi0)
 
     mu = sum(masses) / sqrt_s
     xi0 = jnp.sqrt(jnp.maximum((1.0 - mu) * (1.0 + mu), 0.0))
