@@ -1,0 +1,294 @@
+"""Normalising flows on the unit hypercube: stacked coupling layers run by ``lax.scan``.
+
+Sampling direction: ``u ~ U[0, 1]^d``, ``x = F(u)`` (:meth:`Flow.forward_and_log_det`), and
+the density of ``x`` is ``q(x) = |det dF/du|^-1``, i.e. ``log q(x) = -logdet(forward)`` at
+``u`` and ``log q(x) = logdet(inverse)`` at ``x`` (:meth:`Flow.log_prob`). Points outside
+the closed cube have ``log q = -inf``.
+
+All coupling layers share one conditioner architecture (inputs and outputs padded to the
+widest mask, see :mod:`jaxnis.flows.coupling`), so their parameters are stacked along a
+leading layer axis, initialised by ``vmap`` over keys and applied by ``lax.scan``: the
+conditioner is traced once whatever the depth, and compile time does not grow with it.
+
+Example:
+    >>> import jax
+    >>> from jaxnis.flows import make_flow
+    >>> flow = make_flow(4, n_bins=8, hidden=(16, 16))
+    >>> params = flow.init(jax.random.key(0))
+    >>> x, log_q = flow.sample(jax.random.key(1), params, 128)
+    >>> x.shape, log_q.shape
+    ((128, 4), (128,))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnis.flows.coupling import (
+    MLP,
+    Selectors,
+    _cast,
+    _check_context_dim,
+    _check_hidden,
+    check_context,
+    check_params,
+    coupling_apply,
+    make_selectors,
+)
+from jaxnis.flows.masks import _check_dim, make_masks, validate_masks
+from jaxnis.flows.splines import ElementwiseTransform, _as_float, clamp_unit, make_transform
+from jaxnis.types import Array, ArrayLike, Params, PRNGKey
+
+_ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh", "elu", "leaky_relu", "softplus",
+                "sigmoid")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    """Coupling flow on ``[0, 1]^dim``; build it with :func:`make_flow`.
+
+    Attributes:
+        dim: event size ``d``.
+        masks: static masks ``[n_layers][d]`` (True = condition on), applied in this order
+            in the forward (sampling) direction.
+        transform: the element-wise transform of every layer.
+        hidden: conditioner hidden widths.
+        activation: conditioner activation.
+        context_dim: size of the context vector (0: unconditional).
+
+    Parameters (from :meth:`init`) are ``{"layers": variables}`` where ``variables`` are the
+    conditioner's flax variables with a leading ``[n_layers]`` axis on every leaf. The
+    conditioner's output layer, ``["layers"]["params"]["output"]`` (``kernel [L, in, n_t P]``,
+    ``bias [L, n_t P]``), has ``n_t * P`` outputs (``n_t`` the widest transformed set,
+    ``P = transform.n_params``): outputs ``[r * P:(r + 1) * P]`` are the raw parameters of the
+    ``r``-th transformed dimension of that layer (dimensions in increasing index order).
+    """
+
+    dim: int
+    masks: tuple[tuple[bool, ...], ...]
+    transform: ElementwiseTransform
+    hidden: tuple[int, ...] = (32, 32, 32)
+    activation: Callable[[Array], Array] = jax.nn.relu
+    context_dim: int = 0
+
+    def __post_init__(self):
+        dim = _check_dim(self.dim)
+        masks = validate_masks(np.asarray(self.masks), dim)
+        object.__setattr__(self, "masks", tuple(tuple(bool(v) for v in m) for m in masks))
+        object.__setattr__(self, "hidden", _check_hidden(self.hidden))
+        object.__setattr__(self, "context_dim", _check_context_dim(self.context_dim))
+        if not isinstance(self.transform, ElementwiseTransform):
+            raise ValueError(f"transform must be an ElementwiseTransform, got {self.transform!r}")
+
+    # ---- static structure -------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.masks)
+
+    @functools.cached_property
+    def selectors(self) -> Selectors:
+        """Stacked one-hot selectors (NumPy) of the masks, see :func:`make_selectors`."""
+        return make_selectors(np.asarray(self.masks))
+
+    @functools.cached_property
+    def _net(self) -> MLP:
+        n_t = self.selectors.trans.shape[1]
+        return MLP(self.hidden, n_t * self.transform.n_params, self.activation)
+
+    @functools.cached_property
+    def _input_size(self) -> int:
+        return max(1, self.selectors.cond.shape[1] + self.context_dim)
+
+    @functools.cached_property
+    def _expected_params(self):
+        return jax.eval_shape(self.init, jax.random.key(0))
+
+    # ---- parameters ---------------------------------------------------------------------
+
+    def init(self, key: PRNGKey, dtype=jnp.float32) -> Params:
+        """Identity flow parameters ``{"layers": ...}`` (zero output layers), in ``dtype``."""
+        dummy = jnp.zeros((self._input_size,), jnp.float32)
+        keys = jax.random.split(key, self.n_layers)
+        variables = jax.vmap(lambda k: self._net.init(k, dummy))(keys)
+        return {"layers": _cast(variables, dtype)}
+
+    def check_params(self, params: Params) -> None:
+        """Raise ``ValueError`` if ``params`` do not fit this flow (static, trace-time)."""
+        check_params(params, self._expected_params, "Flow")
+
+    def set_elementwise_params(self, params: Params, raw: ArrayLike) -> Params:
+        """Make the flow an element-wise map with given raw transform parameters.
+
+        For every dimension ``i``, the last layer (in the forward direction) that transforms
+        ``i`` gets output bias ``raw[i]`` and zero output weights for those entries, so it
+        applies ``transform`` with ``raw[i]`` whatever the other dimensions. Applied to
+        parameters from :meth:`init` (all other layers are the identity) the flow then *is*
+        the element-wise map ``x_i = f(u_i; raw[i])``; e.g. a VEGAS grid via
+        :func:`rqs_params_from_knots` or :func:`linear_params_from_heights`.
+
+        Args:
+            params: flow parameters.
+            raw: raw transform parameters ``[dim, transform.n_params]``.
+
+        Returns:
+            Updated parameters (a new pytree).
+        """
+        self.check_params(params)
+        n_par = self.transform.n_params
+        raw = jnp.asarray(raw)
+        if raw.shape != (self.dim, n_par):
+            raise ValueError(f"raw must have shape {(self.dim, n_par)}, got {raw.shape}")
+        out = params["layers"]["params"]["output"]
+        bias, kernel = out["bias"], out["kernel"]
+        trans = self.selectors.trans  # [L, n_t, d]
+        for i in range(self.dim):
+            layer = max(l for l in range(self.n_layers) if not self.masks[l][i])
+            row = int(np.flatnonzero(trans[layer, :, i])[0])
+            cols = slice(row * n_par, (row + 1) * n_par)
+            bias = bias.at[layer, cols].set(raw[i].astype(bias.dtype))
+            kernel = kernel.at[layer, :, cols].set(0.0)
+        new_out = {**out, "bias": bias, "kernel": kernel}
+        new_params = {**params["layers"]["params"], "output": new_out}
+        return {**params, "layers": {**params["layers"], "params": new_params}}
+
+    # ---- bijector -----------------------------------------------------------------------
+
+    def _run(self, params, x, context, inverse):
+        x = _as_float(x)
+        if x.shape != (self.dim,):
+            raise ValueError(f"Flow of dim {self.dim} got an event of shape {x.shape}; "
+                             "use jax.vmap for batches")
+        context = check_context(self.context_dim, context)
+        self.check_params(params)
+        sel = Selectors(*(jnp.asarray(a, x.dtype) for a in self.selectors))
+
+        def body(carry, layer):
+            z, logdet = carry
+            layer_params, layer_sel = layer
+            z, ld = coupling_apply(self.transform, self._net, layer_params, layer_sel, z,
+                                   context, inverse)
+            return (z, logdet + ld), None
+
+        init = (clamp_unit(x), jnp.zeros((), x.dtype))
+        (y, logdet), _ = jax.lax.scan(body, init, (params["layers"], sel), reverse=inverse)
+        return y, logdet
+
+    def forward_and_log_det(self, params: Params, x: ArrayLike,
+                            context: ArrayLike | None = None) -> tuple[Array, Array]:
+        """Sampling direction ``u -> x`` on one event.
+
+        Args:
+            params: flow parameters.
+            x: latent point ``u [d]`` in ``[0, 1]^d``.
+            context: ``[context_dim]`` (required iff ``context_dim > 0``).
+
+        Returns:
+            ``x [d]`` and ``log|det dx/du|`` (scalar), in the dtype of the input.
+        """
+        return self._run(params, x, context, inverse=False)
+
+    def inverse_and_log_det(self, params: Params, y: ArrayLike,
+                            context: ArrayLike | None = None) -> tuple[Array, Array]:
+        """Density direction ``x -> u`` on one event: ``u [d]`` and ``log|det du/dx|``."""
+        return self._run(params, y, context, inverse=True)
+
+    def log_prob(self, params: Params, x: ArrayLike,
+                 context: ArrayLike | None = None) -> Array:
+        """``log q(x)`` of one event ``x [d]``; ``-inf`` outside ``[0, 1]^d`` (or NaN)."""
+        x = _as_float(x)
+        inside = jnp.all((x >= 0) & (x <= 1))
+        # Evaluate at a harmless interior point outside the cube so nothing non-finite
+        # flows into the gradient; the where then discards it.
+        _, logdet = self.inverse_and_log_det(params, jnp.where(inside, x, 0.5), context)
+        return jnp.where(inside, logdet, -jnp.inf)
+
+    def sample(self, key: PRNGKey, params: Params, n: int, context: ArrayLike | None = None,
+               dtype=None) -> tuple[Array, Array]:
+        """Draw ``n`` points and their log densities.
+
+        Args:
+            key: PRNG key.
+            params: flow parameters.
+            n: number of samples (static).
+            context: ``[context_dim]`` shared by all samples or ``[n, context_dim]``.
+            dtype: float dtype of the samples; by default that of the parameters.
+
+        Returns:
+            ``x [n, d]`` and ``log q(x) [n]``.
+        """
+        if dtype is None:
+            dtype = jax.tree.leaves(params)[0].dtype
+        context = check_context(self.context_dim, context, batched=True)
+        if context is not None and context.ndim == 2 and context.shape[0] != n:
+            raise ValueError(f"context of shape {context.shape} does not match n={n}")
+        ctx_axis = 0 if context is not None and context.ndim == 2 else None
+        u = jax.random.uniform(key, (n, self.dim), dtype)
+        x, logdet = jax.vmap(self.forward_and_log_det, in_axes=(None, 0, ctx_axis))(
+            params, u, context)
+        return x, -logdet
+
+
+def _activation(activation) -> Callable[[Array], Array]:
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of "
+                             f"{_ACTIVATIONS} or a callable")
+        return getattr(jax.nn, activation)
+    if not callable(activation):
+        raise ValueError(f"activation must be a callable or a name, got {activation!r}")
+    return activation
+
+
+def make_flow(dim: int, *, n_layers: int | None = None, masks="binary", transform="rqs",
+              n_bins: int = 10, hidden=(32, 32, 32), activation="relu", context_dim: int = 0,
+              min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+              min_derivative: float = 1e-3, mask_seed: int = 0) -> Flow:
+    """Build a coupling flow on ``[0, 1]^dim``.
+
+    Args:
+        dim: event size ``d >= 1``.
+        n_layers: number of coupling layers; by default the scheme's own count
+            (``2 ceil(log2 d)`` for ``"binary"``, 1 for ``d = 1``); schemes repeat to fill.
+        masks: ``"binary"``, ``"checkerboard"``, ``"random"`` (seeded by ``mask_seed``) or a
+            boolean array ``[n_layers, d]`` (True = condition on).
+        transform: ``"rqs"``, ``"linear"``, ``"quadratic"``, ``"affine"`` or an
+            :class:`~jaxnis.flows.splines.ElementwiseTransform`.
+        n_bins: bins per dimension of the spline transforms.
+        hidden: conditioner hidden widths (depth = ``len(hidden)``).
+        activation: name in ``jax.nn`` (e.g. ``"relu"``) or a callable.
+        context_dim: size of the context (e.g. a channel one-hot or physics parameters).
+        min_bin_width, min_bin_height, min_derivative: limits of the transform.
+        mask_seed: seed of the ``"random"`` masks.
+
+    Returns:
+        An immutable :class:`Flow`.
+
+    Raises:
+        ValueError: on an invalid static value (named in the message).
+    """
+    dim = _check_dim(dim)
+    if not isinstance(transform, ElementwiseTransform):
+        transform = make_transform(transform, n_bins=n_bins, min_bin_width=min_bin_width,
+                                   min_bin_height=min_bin_height,
+                                   min_derivative=min_derivative)
+    mask_array = make_masks(masks, dim, n_layers, mask_seed)
+    return Flow(dim, tuple(map(tuple, mask_array.tolist())), transform, tuple(hidden),
+                _activation(activation), context_dim)
+
+
+def channel_embedding(channel: ArrayLike, n_channels: int, dtype=jnp.float32) -> Array:
+    """One-hot context ``[..., n_channels]`` of integer channel indices (a conditional
+    flow's context for a multi-channel integrator)."""
+    if isinstance(n_channels, bool) or not isinstance(n_channels, int) or n_channels < 1:
+        raise ValueError(f"n_channels must be an integer >= 1, got {n_channels!r}")
+    return jax.nn.one_hot(channel, n_channels, dtype=dtype)
+
+
+__all__ = ["Flow", "channel_embedding", "make_flow"]
