@@ -1,0 +1,410 @@
+"""Training kernels for neural importance sampling (pure ``init`` / ``step``).
+
+One training step, for a batch of ``N`` sample slots split over ``C`` channels::
+
+    c_i            channel of slot i (stratified allocation, fixed shape)
+    u_i ~ U[0,1]^d
+    r_i, log q_i   = sampler(u_i | c_i)              (uniform during an adaptive warm-up)
+    ChannelEval_i  = integrand.evaluate(c_i, r_i, theta)   -> log|f J|, sign, prior, features
+    log alpha_i    = channel weights (prior x learned correction) at x_i, column c_i
+    loss           = L(log alpha + log|f J|, log q_current(r_i | c_i); log q_i)
+    params         <- optax update;  then ``buffered_steps`` more updates on the buffer
+
+The sampler is a bijector of the unit hypercube with a uniform base density (a
+:mod:`jaxnis.flows` flow, conditioned on a one-hot channel context when ``C > 1``). Events
+are held fixed and the gradient reaches the flow through ``log q_current`` (an inverse pass)
+and the channel-weight network through ``log alpha`` (score-function scheme of i-flow,
+arXiv:2001.05486, and MadNIS, arXiv:2212.06172). Events drawn earlier are reused from a
+fixed-size ring buffer with the importance ratio ``q_current / q_sampled`` (MadNIS's
+buffered training, arXiv:2311.01548).
+
+Everything here is a pure function with fixed shapes: :func:`make_trainer` validates the
+static configuration and returns ``init`` and ``step``; ``step`` jits once and never
+retraces for new keys, learning rates inside optax schedules, or physics parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnis import channels as ch
+from jaxnis import estimators, losses
+from jaxnis.types import Array, Params, PRNGKey, PyTree
+
+_LOSSES = ("variance", "kl", "reverse_kl")
+
+
+class Buffer(NamedTuple):
+    """Ring buffer of evaluated events (capacity ``B``; all fields have leading axis ``B``).
+
+    Attributes:
+        r: ``[B, d]`` points on the unit hypercube (channel coordinates).
+        channel: ``[B]`` int32 channel of each event.
+        log_fj: ``[B]`` ``log |f J|`` after sanitising (``-inf`` = zero).
+        sign: ``[B]`` sign of ``f``.
+        log_prior: ``[B, C]`` log prior channel weights at the event.
+        features: ``[B, k]`` channel-weight network inputs.
+        log_q: ``[B]`` log density the event was drawn from.
+        size: ``[]`` int32 number of filled slots.
+        head: ``[]`` int32 next slot to write.
+    """
+
+    r: Array
+    channel: Array
+    log_fj: Array
+    sign: Array
+    log_prior: Array
+    features: Array
+    log_q: Array
+    size: Array
+    head: Array
+
+
+class TrainState(NamedTuple):
+    """State of a training run.
+
+    Attributes:
+        params: ``{"flow": ..., "channel_weights": ...}`` trainable pytree.
+        opt_state: optax state of ``params``.
+        buffer: :class:`Buffer` (capacity 0 when buffering is off).
+        counts: ``[C]`` int32 samples per channel in the next batch (sums to ``N``).
+        active: ``[C]`` bool channels still sampled (dropping switches them off).
+        sigma: ``[C]`` running estimate of each channel's weight standard deviation.
+        use_flow: ``[]`` bool: sample from the flow (``False`` during a uniform warm-up).
+        step: ``[]`` int32 steps taken.
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    buffer: Buffer
+    counts: Array
+    active: Array
+    sigma: Array
+    use_flow: Array
+    step: Array
+
+
+class TrainInfo(NamedTuple):
+    """Diagnostics of one step (all scalars unless noted).
+
+    Attributes:
+        loss: loss on the fresh batch (before the update).
+        value: integral estimate from the fresh batch.
+        error: its standard error.
+        channel_value: ``[C]`` per-channel contributions.
+        channel_error: ``[C]`` their errors.
+        n_nonfinite: int32 integrand values that were NaN or +inf (treated as zero).
+        use_flow: bool, whether the batch came from the flow.
+        uniform_loss: the loss of uniform sampling on this batch, when it was uniform.
+    """
+
+    loss: Array
+    value: Array
+    error: Array
+    channel_value: Array
+    channel_error: Array
+    n_nonfinite: Array
+    use_flow: Array
+    uniform_loss: Array
+
+
+class Sampler(NamedTuple):
+    """A bijector of ``[0,1]^d`` with a uniform base density (duck type of a jaxnis flow).
+
+    ``forward_and_log_det(params, u, context) -> (r, logdet)`` for one event; the sampling
+    density is ``log q(r) = -logdet``. ``inverse_and_log_det(params, r, context)`` returns
+    ``(u, log q(r))``. ``context`` is ``None`` or a vector.
+    """
+
+    init: Callable[[PRNGKey], Params]
+    forward_and_log_det: Callable[..., tuple[Array, Array]]
+    inverse_and_log_det: Callable[..., tuple[Array, Array]]
+
+
+class Trainer(NamedTuple):
+    """``init(key, flow_params=None) -> state`` and ``step(key, state, theta) -> (state, info)``.
+
+    Also exposes ``sample(key, state, theta)`` (a fresh batch and its weights, no update).
+    """
+
+    init: Callable[..., TrainState]
+    step: Callable[[PRNGKey, TrainState, PyTree], tuple[TrainState, TrainInfo]]
+    sample: Callable[[PRNGKey, TrainState, PyTree], Any]
+    integrand: ch.MultiChannelIntegrand
+
+
+def single_channel(f: Callable[[Array, PyTree], Array], dim: int) -> ch.MultiChannelIntegrand:
+    """Wrap ``f(x [dim], theta) -> value`` on the unit hypercube as a one-channel integrand."""
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+
+    def evaluate(channel, r, theta):
+        value = f(r, theta)
+        log_abs = jnp.log(jnp.abs(value))  # NaN stays NaN and is counted by the trainer
+        sign = jnp.where(value < 0, -1.0, 1.0).astype(log_abs.dtype)
+        zero = jnp.zeros((1,), dtype=log_abs.dtype)
+        return ch.ChannelEval(log_abs, sign, zero, zero)
+
+    return ch.MultiChannelIntegrand(dim=dim, n_channels=1, n_features=1, evaluate=evaluate)
+
+
+class _Batch(NamedTuple):
+    r: Array
+    channel: Array
+    log_fj: Array
+    sign: Array
+    log_prior: Array
+    features: Array
+    log_q: Array
+
+
+def make_trainer(
+    integrand: ch.MultiChannelIntegrand,
+    sampler: Sampler,
+    optimizer: optax.GradientTransformation,
+    *,
+    batch_size: int,
+    loss: str = "variance",
+    buffer_capacity: int = 0,
+    buffered_steps: int = 0,
+    channel_weights: ch.ChannelWeights | None = None,
+    stratify: bool = True,
+    min_per_channel: int = 16,
+    sigma_decay: float = 0.9,
+    drop_threshold: float = 0.0,
+    drop_after: int = 20,
+    uniform_warmup: bool = False,
+) -> Trainer:
+    """Build the pure training kernel.
+
+    Args:
+        integrand: a :class:`jaxnis.channels.MultiChannelIntegrand` (see
+            :func:`single_channel` for a plain function).
+        sampler: bijector of the unit hypercube with context size ``C`` when ``C > 1``
+            (one-hot channel) and no context when ``C = 1``.
+        optimizer: any optax transformation (schedules included).
+        batch_size: static ``N``, integrand evaluations per step.
+        loss: ``"variance"`` (stratified over channels), ``"kl"`` or ``"reverse_kl"``
+            (on the channel-weighted integrand pooled over channels).
+        buffer_capacity: events kept for reuse, a multiple of ``batch_size`` (0: off).
+        buffered_steps: extra updates per step on ``batch_size`` events drawn from the
+            buffer with importance ratios.
+        channel_weights: learned correction to the prior channel weights, or ``None`` to
+            use the prior as it is.
+        stratify: allocate samples to channels in proportion to their weight spread.
+        min_per_channel: floor of the allocation for an active channel.
+        sigma_decay: exponential-moving-average factor of the per-channel spread.
+        drop_threshold: drop channels contributing less than this fraction (0: never).
+        drop_after: steps before dropping is considered, and between checks.
+        uniform_warmup: start by sampling uniformly and switch to the flow once its loss,
+            estimated on the uniform batch, beats that of uniform sampling (ZuNIS).
+
+    Returns:
+        :class:`Trainer`.
+    """
+    n_ch, dim, n = integrand.n_channels, integrand.dim, batch_size
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2, got {batch_size}")
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    if buffer_capacity < 0 or buffer_capacity % batch_size:
+        raise ValueError(
+            f"buffer_capacity={buffer_capacity} must be a non-negative multiple of "
+            f"batch_size={batch_size}"
+        )
+    if buffered_steps < 0 or (buffered_steps and not buffer_capacity):
+        raise ValueError(f"buffered_steps={buffered_steps} needs buffer_capacity > 0")
+    if n_ch > 1 and min_per_channel * n_ch > batch_size:
+        raise ValueError(
+            f"batch_size={batch_size} is too small for {n_ch} channels with "
+            f"min_per_channel={min_per_channel}"
+        )
+    if not 0.0 <= sigma_decay < 1.0:
+        raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
+
+    def context(channel):
+        return jax.nn.one_hot(channel, n_ch) if n_ch > 1 else None
+
+    def flow_forward(flow_params, u, channel):
+        return sampler.forward_and_log_det(flow_params, u, context(channel))
+
+    def flow_log_q(flow_params, r, channel):
+        return sampler.inverse_and_log_det(flow_params, r, context(channel))[1]
+
+    def log_alpha(params, log_prior, features, channel, active):
+        """``[N]`` log channel weight of each event's own channel."""
+        if n_ch == 1:
+            return jnp.zeros(channel.shape, dtype=log_prior.dtype)
+        if channel_weights is None:
+            la = jax.vmap(ch.normalise_log_weights, (0, None))(log_prior, active)
+        else:
+            la = jax.vmap(channel_weights.log_alpha, (None, 0, 0, None))(
+                params["channel_weights"], features, log_prior, active
+            )
+        return jnp.take_along_axis(la, channel[:, None], axis=1)[:, 0]
+
+    def loss_fn(params, batch: _Batch, log_q_sampled, active):
+        log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
+        log_f = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
+                                         batch.channel, active)
+        if loss == "variance":
+            return losses.stratified_variance_loss(
+                log_f, log_q, batch.channel, n_ch, log_q_sampled, sign_f=batch.sign
+            )
+        return losses.get_loss(loss)(log_f, log_q, log_q_sampled)
+
+    def draw(key, state: TrainState, theta) -> tuple[_Batch, Array]:
+        channel = ch.channel_ids(state.counts, n)
+        u = jax.random.uniform(key, (n, dim))
+        flow_params = jax.lax.stop_gradient(state.params["flow"])
+
+        def from_flow(u):
+            r, logdet = jax.vmap(flow_forward, (None, 0, 0))(flow_params, u, channel)
+            return r, -logdet
+
+        def from_uniform(u):
+            return u, jnp.zeros(n, dtype=u.dtype)
+
+        r, log_q = jax.lax.cond(state.use_flow, from_flow, from_uniform, u)
+        ev = jax.vmap(integrand.evaluate, (0, 0, None))(channel, r, theta)
+        log_fj, n_bad = losses.sanitize_log_f(ev.log_fj)
+        batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
+        return batch, n_bad
+
+    def update(params, opt_state, batch, log_q_sampled, active):
+        value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    def push(buffer: Buffer, batch: _Batch) -> Buffer:
+        if not buffer_capacity:
+            return buffer
+        fields = [jax.lax.dynamic_update_slice_in_dim(old, new, buffer.head, axis=0)
+                  for old, new in zip(buffer[:7], batch, strict=True)]
+        return Buffer(*fields, size=jnp.minimum(buffer.size + n, buffer_capacity),
+                      head=(buffer.head + n) % buffer_capacity)
+
+    def buffered(key, params, opt_state, buffer: Buffer, active):
+        def one(carry, k):
+            params, opt_state = carry
+            idx = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
+            b = _Batch(*(x[idx] for x in buffer[:7]))
+            params, opt_state, _ = update(params, opt_state, b, b.log_q, active)
+            return (params, opt_state), None
+
+        (params, opt_state), _ = jax.lax.scan(
+            one, (params, opt_state), jax.random.split(key, buffered_steps)
+        )
+        return params, opt_state
+
+    def weights(params, batch: _Batch, active):
+        log_w = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
+                                         batch.channel, active) - batch.log_q
+        return batch.sign * jnp.exp(log_w)
+
+    def init(key: PRNGKey, flow_params: Params | None = None) -> TrainState:
+        k_flow, k_cw, k_probe = jax.random.split(key, 3)
+        params = {"flow": sampler.init(k_flow) if flow_params is None else flow_params}
+        if channel_weights is not None:
+            params["channel_weights"] = channel_weights.init(k_cw)
+        dtype = jax.tree.leaves(params["flow"])[0].dtype if jax.tree.leaves(
+            params["flow"]) else jnp.float32
+        cap, k = buffer_capacity, integrand.n_features
+        buffer = Buffer(
+            r=jnp.zeros((cap, dim), dtype), channel=jnp.zeros((cap,), jnp.int32),
+            log_fj=jnp.full((cap,), -jnp.inf, dtype), sign=jnp.ones((cap,), dtype),
+            log_prior=jnp.zeros((cap, n_ch), dtype), features=jnp.zeros((cap, k), dtype),
+            log_q=jnp.zeros((cap,), dtype), size=jnp.zeros((), jnp.int32),
+            head=jnp.zeros((), jnp.int32),
+        )
+        active = jnp.ones(n_ch, dtype=bool)
+        return TrainState(
+            params=params,
+            opt_state=optimizer.init(params),
+            buffer=buffer,
+            counts=ch.allocate(jnp.ones(n_ch, dtype), n, min_per_channel=0),
+            active=active,
+            sigma=jnp.zeros(n_ch, dtype),
+            use_flow=jnp.asarray(not uniform_warmup),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def step(key: PRNGKey, state: TrainState, theta: PyTree = None):
+        k_draw, k_buf = jax.random.split(key)
+        batch, n_bad = draw(k_draw, state, theta)
+        w = weights(state.params, batch, state.active)
+        est = estimators.estimate_channels(w, batch.channel, n_ch, stratified=True)
+
+        params, opt_state, value = update(
+            state.params, state.opt_state, batch, batch.log_q, state.active
+        )
+        buffer = push(state.buffer, batch)
+        if buffered_steps:
+            params, opt_state = buffered(k_buf, params, opt_state, buffer, state.active)
+
+        # The loss of uniform sampling is the loss on this batch with q = 1; on a uniform
+        # batch the flow's own loss (value) is estimated through the ratio q / 1.
+        uniform_loss = _uniform_loss(batch, state)
+        use_flow = state.use_flow | (value < uniform_loss)
+
+        # Per-channel spread for the allocation: sqrt(n_c) * error_c is the weight std.
+        sigma_now = est.error * jnp.sqrt(est.n.astype(est.error.dtype))
+        seen = est.n >= 2
+        sigma = jnp.where(
+            seen & (state.step > 0), sigma_decay * state.sigma + (1 - sigma_decay) * sigma_now,
+            jnp.where(seen, sigma_now, state.sigma),
+        )
+        active = state.active
+        if drop_threshold > 0 and n_ch > 1:
+            check = (state.step + 1 >= drop_after) & ((state.step + 1) % drop_after == 0)
+            dropped = ch.channels_to_drop(est.value, est.error, active, threshold=drop_threshold)
+            active = jnp.where(check, dropped, active)
+        if n_ch > 1 and stratify:
+            counts = ch.allocate(sigma, n, min_per_channel=min_per_channel, active=active)
+        elif n_ch > 1:
+            counts = ch.allocate(active.astype(sigma.dtype), n, min_per_channel=0, active=active)
+        else:
+            counts = state.counts
+
+        info = TrainInfo(
+            loss=value, value=est.total.value, error=est.total.error,
+            channel_value=est.value, channel_error=est.error, n_nonfinite=n_bad,
+            use_flow=state.use_flow, uniform_loss=uniform_loss,
+        )
+        new_state = TrainState(params, opt_state, buffer, counts, active, sigma, use_flow,
+                               state.step + 1)
+        return new_state, info
+
+    def _uniform_loss(batch: _Batch, state: TrainState):
+        """The loss that uniform sampling (``log q = 0``) would have, estimated on ``batch``."""
+        zeros = jnp.zeros_like(batch.log_q)
+        log_f = batch.log_fj + log_alpha(state.params, batch.log_prior, batch.features,
+                                         batch.channel, state.active)
+        if loss == "variance":
+            return losses.stratified_variance_loss(
+                log_f, zeros, batch.channel, n_ch, batch.log_q, sign_f=batch.sign
+            )
+        return losses.get_loss(loss)(log_f, zeros, batch.log_q)
+
+    def sample(key: PRNGKey, state: TrainState, theta: PyTree = None):
+        """A fresh batch with its weights, no update: ``(batch, w [N], n_nonfinite)``."""
+        batch, n_bad = draw(key, state, theta)
+        return batch, weights(state.params, batch, state.active), n_bad
+
+    return Trainer(init=init, step=step, sample=sample, integrand=integrand)
+
+
+__all__ = [
+    "Buffer",
+    "Sampler",
+    "TrainInfo",
+    "TrainState",
+    "Trainer",
+    "make_trainer",
+    "single_channel",
+]
