@@ -1,0 +1,372 @@
+"""The front door: integrate a function or a process with a trained neural sampler.
+
+Two phases, as in ZuNIS (arXiv:2110.05491):
+
+* **survey**: ``n_survey`` training steps of :mod:`jaxnis.train` (each step evaluates the
+  integrand on one batch); optionally starting from uniform sampling until the flow's loss
+  beats it. Survey estimates are reported but not used in the result.
+* **refine**: the sampler is frozen and ``n_refine`` fresh batches are integrated; the
+  result combines the refine iterations by inverse-variance weighting, with chi2/dof.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxnis.integrate import Integrator
+    >>> f = lambda x, theta: jnp.exp(-jnp.sum((x - 0.5) ** 2) / 0.02)
+    >>> result = Integrator(f, dim=2).integrate(n_survey=50, n_refine=5)  # doctest: +SKIP
+    >>> print(result)                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnis import channels as ch
+from jaxnis import estimators
+from jaxnis.flows.flow import make_flow
+from jaxnis.train import Trainer, TrainState, make_trainer, single_channel
+from jaxnis.types import Array, PRNGKey, PyTree
+
+
+class Result(NamedTuple):
+    """Result of :meth:`Integrator.integrate`.
+
+    Attributes:
+        value: combined refine estimate of the integral.
+        error: its standard error.
+        rel_error: ``error / |value|`` (``inf`` for a zero value).
+        chi2_dof: chi2 per degree of freedom of the refine iterations.
+        n_eval: integrand evaluations, survey and refine together.
+        n_eval_refine: evaluations in the refine phase.
+        unweighting_efficiency: ``<|w|> / w_max`` on the refine weights, with ``w_max`` the
+            weight above which a fraction ``1e-3`` of the cross section lies
+            (:func:`jaxnis.estimators.max_weight_xs_fraction`).
+        n_nonfinite: integrand values that were NaN or +inf (counted as zero).
+        channel_value: per-channel contributions of the last refine iteration.
+        history: dict of numpy arrays per survey step: ``loss``, ``value``, ``error``,
+            ``use_flow``; and per refine iteration: ``refine_value``, ``refine_error``.
+        wall_time: seconds spent, compilation included.
+        message: empty, or a warning about the result (e.g. the integrand vanished).
+    """
+
+    value: float
+    error: float
+    rel_error: float
+    chi2_dof: float
+    n_eval: int
+    n_eval_refine: int
+    unweighting_efficiency: float
+    n_nonfinite: int
+    channel_value: np.ndarray
+    history: dict[str, np.ndarray]
+    wall_time: float
+    message: str = ""
+
+    def __str__(self) -> str:
+        lines = [
+            f"integral        = {self.value:.8g} +- {self.error:.3g}"
+            f"  ({100 * self.rel_error:.3g} %)",
+            f"chi2/dof        = {self.chi2_dof:.3g}",
+            f"evaluations     = {self.n_eval} ({self.n_eval_refine} in refine)",
+            f"unweighting eff = {self.unweighting_efficiency:.4g}",
+            f"wall time       = {self.wall_time:.3g} s",
+        ]
+        if self.n_nonfinite:
+            lines.append(f"non-finite integrand values (counted as zero): {self.n_nonfinite}")
+        if self.message:
+            lines.append(f"warning: {self.message}")
+        return "\n".join(lines)
+
+
+class _Progress:
+    """A one-line progress display (rewritten in place on a terminal)."""
+
+    def __init__(self, total: int, label: str, enabled: bool, stream=None):
+        self.total, self.label, self.enabled = total, label, enabled and total > 0
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.last_print = -1.0
+
+    def update(self, done: int, text: str) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        final = done >= self.total
+        if not final and now - self.last_print < (0.2 if self.tty else 5.0):
+            return
+        self.last_print = now
+        width = 24
+        filled = int(width * done / self.total)
+        bar = "#" * filled + "." * (width - filled)
+        line = f"{self.label} [{bar}] {done}/{self.total} {text} ({now - self.start:.1f} s)"
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class Integrator:
+    """Neural importance sampling of a function on ``[0, 1]^dim`` or of a multi-channel process.
+
+    Args:
+        f: ``f(x [dim], theta) -> value`` for one point (jax-traceable), or a
+            :class:`jaxnis.channels.MultiChannelIntegrand`.
+        dim: number of dimensions (ignored for a multi-channel integrand).
+        theta: physics parameters passed to the integrand (a pytree of arrays).
+        batch_size: integrand evaluations per training step and per refine iteration.
+        learning_rate: Adam learning rate (cosine-decayed over the survey) unless
+            ``optimizer`` is given.
+        optimizer: any optax transformation, overriding ``learning_rate``.
+        loss: ``"variance"``, ``"kl"`` or ``"reverse_kl"``.
+        flow: keyword arguments for :func:`jaxnis.flows.flow.make_flow` (bins, layers, ...).
+        buffer_capacity, buffered_steps: buffered training (0: off); see
+            :func:`jaxnis.train.make_trainer`.
+        learn_channel_weights: train a channel-weight network on top of the prior
+            (multi-channel only).
+        uniform_warmup: sample uniformly until the flow's loss beats uniform sampling.
+        trainer_options: further keyword arguments for :func:`jaxnis.train.make_trainer`.
+        progress: show a progress line on stderr.
+    """
+
+    def __init__(
+        self,
+        f: Callable[[Array, PyTree], Array] | ch.MultiChannelIntegrand,
+        dim: int | None = None,
+        *,
+        theta: PyTree = None,
+        batch_size: int = 1024,
+        learning_rate: float = 3e-3,
+        optimizer: optax.GradientTransformation | None = None,
+        loss: str = "variance",
+        flow: dict[str, Any] | None = None,
+        buffer_capacity: int = 0,
+        buffered_steps: int = 0,
+        learn_channel_weights: bool = True,
+        uniform_warmup: bool = True,
+        trainer_options: dict[str, Any] | None = None,
+        progress: bool = True,
+    ):
+        if isinstance(f, ch.MultiChannelIntegrand):
+            integrand = f
+        else:
+            if dim is None:
+                raise ValueError("dim is required when f is a function")
+            integrand = single_channel(f, dim)
+        self.integrand = integrand
+        self.theta = theta
+        self.batch_size = batch_size
+        self.progress = progress
+        self.learning_rate = learning_rate
+        self._optimizer = optimizer
+        n_ch = integrand.n_channels
+        flow_options = {"n_bins": 10, "hidden": (32, 32)} | dict(flow or {})
+        if n_ch > 1:
+            flow_options["context_dim"] = n_ch
+        self.flow = make_flow(integrand.dim, **flow_options)
+        cw = None
+        if n_ch > 1 and learn_channel_weights:
+            cw = ch.make_channel_weights(n_ch, integrand.n_features)
+        self._trainer_kwargs = dict(
+            batch_size=batch_size, loss=loss, buffer_capacity=buffer_capacity,
+            buffered_steps=buffered_steps, channel_weights=cw, uniform_warmup=uniform_warmup,
+        ) | dict(trainer_options or {})
+        self.state: TrainState | None = None
+        self.n_eval = 0
+        # Compiled kernels per survey length (the learning-rate schedule depends on it).
+        self._compiled: dict[int, Any] = {}
+        self._active: Any = None
+
+    def _trainer(self, n_survey: int):
+        if n_survey not in self._compiled:
+            optimizer = self._optimizer or optax.adam(
+                optax.cosine_decay_schedule(self.learning_rate, max(n_survey, 1), alpha=0.1)
+            )
+            trainer = make_trainer(self.integrand, self.flow, optimizer, **self._trainer_kwargs)
+            self._compiled[n_survey] = (trainer, jax.jit(trainer.step), jax.jit(trainer.sample))
+        self._active = self._compiled[n_survey]
+        return self._active
+
+    def train(self, key: PRNGKey, n_steps: int) -> dict[str, np.ndarray]:
+        """Survey: ``n_steps`` training steps from a fresh state. Returns the history."""
+        trainer, step, _ = self._trainer(n_steps)
+        k_init, k_steps = jax.random.split(key)
+        self.state = trainer.init(k_init)
+        keys = jax.random.split(k_steps, n_steps)
+        bar = _Progress(n_steps, "survey", self.progress)
+        rows: list[Any] = []
+        for i in range(n_steps):
+            self.state, info = step(keys[i], self.state, self.theta)
+            rows.append(info)
+            if bar.enabled:
+                bar.update(i + 1, f"loss {float(info.loss):.3g}  "
+                           f"I = {float(info.value):.5g} +- {float(info.error):.2g}")
+        self.n_eval += n_steps * self.batch_size
+        if not rows:
+            return {k: np.zeros(0) for k in ("loss", "value", "error", "use_flow")}
+        stacked = jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *rows)
+        return {"loss": stacked.loss, "value": stacked.value, "error": stacked.error,
+                "use_flow": stacked.use_flow, "n_nonfinite": stacked.n_nonfinite}
+
+    def refine(self, key: PRNGKey, n_iter: int):
+        """Refine: ``n_iter`` batches from the frozen sampler, combined over iterations."""
+        if self.state is None:
+            raise RuntimeError("train (survey) before refine")
+        _, _, sample = self._active
+        acc = estimators.combine_init()
+        values, errors, all_w = [], [], []
+        n_bad = 0
+        bar = _Progress(n_iter, "refine", self.progress)
+        channel_value = np.zeros(self.integrand.n_channels)
+        for i, k in enumerate(jax.random.split(key, n_iter)):
+            batch, w, bad = sample(k, self.state, self.theta)
+            est = estimators.estimate_channels(w, batch.channel, self.integrand.n_channels)
+            acc = estimators.combine_update(acc, est.total.value, est.total.error)
+            values.append(float(est.total.value))
+            errors.append(float(est.total.error))
+            channel_value = np.asarray(est.value)
+            all_w.append(np.asarray(w))
+            n_bad += int(bad)
+            comb = estimators.combine_result(acc)
+            bar.update(i + 1, f"I = {float(comb.value):.6g} +- {float(comb.error):.2g}")
+        self.n_eval += n_iter * self.batch_size
+        return estimators.combine_result(acc), values, errors, all_w, n_bad, channel_value
+
+    def integrate(
+        self, key: PRNGKey | int = 0, *, n_survey: int = 200, n_refine: int = 10
+    ) -> Result:
+        """Survey then refine; returns a :class:`Result`.
+
+        Args:
+            key: PRNG key or integer seed.
+            n_survey: training steps (``n_survey * batch_size`` evaluations).
+            n_refine: refine iterations (``n_refine * batch_size`` evaluations).
+        """
+        if n_refine < 1:
+            raise ValueError(f"n_refine must be >= 1, got {n_refine}")
+        if isinstance(key, int):
+            key = jax.random.key(key)
+        start = time.perf_counter()
+        self.n_eval = 0
+        k_train, k_refine = jax.random.split(key)
+        history = self.train(k_train, n_survey)
+        comb, values, errors, all_w, n_bad, channel_value = self.refine(k_refine, n_refine)
+        w = jnp.asarray(np.concatenate(all_w))
+        w_max = estimators.max_weight_xs_fraction(w, 1e-3)
+        eff = float(estimators.unweighting_metrics(w, w_max).efficiency)
+        value, error = float(comb.value), float(comb.error)
+        message = ""
+        if not np.any(np.asarray(w) != 0):
+            message = (
+                "the integrand was zero (or non-finite) at every refine point: the integral "
+                "is 0 to the resolution of the sample, or the sampler misses its support"
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        n_bad += int(np.sum(history.get("n_nonfinite", 0)))
+        history = dict(history, refine_value=np.asarray(values), refine_error=np.asarray(errors))
+        return Result(
+            value=value,
+            error=error,
+            rel_error=error / abs(value) if value != 0 else math.inf,
+            chi2_dof=float(comb.chi2_dof),
+            n_eval=self.n_eval,
+            n_eval_refine=n_refine * self.batch_size,
+            unweighting_efficiency=eff,
+            n_nonfinite=n_bad,
+            channel_value=channel_value,
+            history=history,
+            wall_time=time.perf_counter() - start,
+            message=message,
+        )
+
+    def sample(self, key: PRNGKey, n_batches: int = 1):
+        """Weighted events from the trained sampler: ``(r [M, d], channel [M], w [M])``.
+
+        ``M = n_batches * batch_size``; ``r`` are the points on the unit hypercube of each
+        event's channel (apply that channel's map to get momenta).
+        """
+        if self.state is None:
+            raise RuntimeError("train (survey) before sampling")
+        _, _, sample = self._active
+        out = [sample(k, self.state, self.theta) for k in jax.random.split(key, n_batches)]
+        r = jnp.concatenate([b.r for b, _, _ in out])
+        c = jnp.concatenate([b.channel for b, _, _ in out])
+        w = jnp.concatenate([w for _, w, _ in out])
+        return r, c, w
+
+    def unweighted_events(self, key: PRNGKey, n_batches: int = 1, *, xs_fraction: float = 1e-3):
+        """Unweighted events by accept-reject: ``(r, channel, weight, accepted)``, fixed size.
+
+        ``w_max`` is the weight above which ``xs_fraction`` of the cross section lies;
+        accepted events carry weight ``max(|w| / w_max, 1) sign(w)`` in units of ``w_max``.
+        """
+        k_sample, k_accept = jax.random.split(key)
+        r, c, w = self.sample(k_sample, n_batches)
+        w_max = estimators.max_weight_xs_fraction(w, xs_fraction)
+        unw = estimators.unweight(k_accept, w, w_max)
+        return r, c, unw.weight, unw.accepted
+
+
+def survey_and_refine(
+    trainer: Trainer, *, n_survey: int, n_refine: int
+) -> Callable[[PRNGKey, PyTree], tuple[estimators.Combined, TrainState]]:
+    """The whole survey + refine run as one pure function ``(key, theta) -> (combined, state)``.
+
+    Training and refine iterations run under ``lax.scan``, so the function can be jitted
+    once and ``vmap``-ed over seeds (pull studies) or over physics parameters (scans).
+    ``combined`` is the inverse-variance combination of the refine iterations.
+    """
+    if n_survey < 0 or n_refine < 1:
+        raise ValueError(f"need n_survey >= 0 and n_refine >= 1, got {n_survey}, {n_refine}")
+    n_ch = trainer.integrand.n_channels
+
+    def run(key: PRNGKey, theta: PyTree = None):
+        k_init, k_train, k_refine = jax.random.split(key, 3)
+        state = trainer.init(k_init)
+
+        def train_body(state, k):
+            state, _ = trainer.step(k, state, theta)
+            return state, None
+
+        state, _ = jax.lax.scan(train_body, state, jax.random.split(k_train, n_survey))
+        dtype = jax.tree.leaves(state.params)[0].dtype
+
+        def refine_body(acc, k):
+            batch, w, _ = trainer.sample(k, state, theta)
+            est = estimators.estimate_channels(w, batch.channel, n_ch)
+            return estimators.combine_update(acc, est.total.value, est.total.error), None
+
+        acc, _ = jax.lax.scan(refine_body, estimators.combine_init(dtype),
+                              jax.random.split(k_refine, n_refine))
+        return estimators.combine_result(acc), state
+
+    return run
+
+
+def integrate(
+    f: Callable[[Array, PyTree], Array] | ch.MultiChannelIntegrand,
+    dim: int | None = None,
+    *,
+    key: PRNGKey | int = 0,
+    n_survey: int = 200,
+    n_refine: int = 10,
+    **options: Any,
+) -> Result:
+    """One call: ``integrate(f, dim)`` trains a flow on ``f`` and returns a :class:`Result`.
+
+    ``options`` go to :class:`Integrator`.
+    """
+    return Integrator(f, dim, **options).integrate(key, n_survey=n_survey, n_refine=n_refine)
+
+
+__all__ = ["Integrator", "Result", "integrate", "survey_and_refine"]

@@ -1,0 +1,83 @@
+"""The front door and the honesty of its errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnis.flows.flow import make_flow
+from jaxnis.integrate import Integrator, integrate, survey_and_refine
+from jaxnis.train import make_trainer, single_channel
+
+# REFERENCES.md: camel with a = 0.2, integral [1/2 (erf(2/(3a)) + erf(1/(3a)))]^d.
+CAMEL_02 = {2: 0.9816603121252301, 4: 0.9636569684018041}
+
+
+def camel(x, theta, a=0.2):
+    norm = (a * jnp.sqrt(jnp.pi)) ** x.shape[0]
+    return 0.5 * (jnp.exp(-jnp.sum((x - 1 / 3) ** 2) / a**2)
+                  + jnp.exp(-jnp.sum((x - 2 / 3) ** 2) / a**2)) / norm
+
+
+def test_pulls_over_100_seeds_are_standard_normal():
+    """Whole survey + refine runs vmapped over 100 seeds: the quoted errors are honest."""
+    flow = make_flow(2, n_bins=6, hidden=(8,))
+    trainer = make_trainer(single_channel(camel, 2), flow, optax.adam(1e-2), batch_size=128)
+    run = jax.jit(jax.vmap(survey_and_refine(trainer, n_survey=15, n_refine=4), (0, None)))
+    combined, _ = run(jax.random.split(jax.random.key(42), 100), None)
+    pulls = (np.asarray(combined.value) - CAMEL_02[2]) / np.asarray(combined.error)
+    assert abs(pulls.mean()) < 0.2, pulls.mean()
+    assert 0.8 < pulls.std() < 1.2, pulls.std()
+
+
+@pytest.mark.parametrize("dim", [2, 4])
+def test_camel_within_three_sigma(dim):
+    result = integrate(camel, dim, key=dim, n_survey=60, n_refine=5, batch_size=512,
+                       progress=False, flow={"n_bins": 8, "hidden": (16, 16)})
+    pull = (result.value - CAMEL_02[dim]) / result.error
+    assert abs(pull) < 3, (result.value, result.error)
+    assert result.n_eval == (60 + 5) * 512 and result.n_eval_refine == 5 * 512
+    assert 0 < result.unweighting_efficiency <= 1
+    assert result.rel_error == pytest.approx(result.error / result.value)
+    assert result.history["loss"].shape == (60,)
+    assert result.n_nonfinite == 0 and result.message == ""
+
+
+def test_zero_integrand_gives_a_clear_message_not_nan():
+    integrator = Integrator(lambda x, theta: 0.0 * x[0], 2, batch_size=64, progress=False,
+                            flow={"n_bins": 4, "hidden": (8,)})
+    with pytest.warns(RuntimeWarning, match="integrand was zero"):
+        result = integrator.integrate(0, n_survey=3, n_refine=2)
+    assert result.value == 0.0 and result.error == 0.0
+    assert result.rel_error == np.inf and "zero" in str(result)
+    assert np.all(np.isfinite(result.history["loss"]))
+
+
+def test_progress_line_and_summary(capsys):
+    integrator = Integrator(camel, 2, batch_size=64, progress=True,
+                            flow={"n_bins": 4, "hidden": (8,)})
+    result = integrator.integrate(1, n_survey=3, n_refine=2)
+    err = capsys.readouterr().err
+    assert "survey" in err and "refine" in err and "3/3" in err
+    assert "integral" in str(result) and "chi2/dof" in str(result)
+
+
+def test_unweighted_events_have_fixed_shape_and_the_expected_rate():
+    integrator = Integrator(camel, 2, batch_size=256, progress=False,
+                            flow={"n_bins": 6, "hidden": (16,)})
+    result = integrator.integrate(3, n_survey=30, n_refine=2)
+    r, c, w, accepted = integrator.unweighted_events(jax.random.key(5), n_batches=4)
+    assert r.shape == (1024, 2) and w.shape == accepted.shape == (1024,)
+    rate = float(jnp.mean(accepted))
+    # The accept rate equals the efficiency of this sample up to binomial noise.
+    assert abs(rate - result.unweighting_efficiency) < 5 * np.sqrt(0.25 / 1024) + 0.1
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="dim is required"):
+        Integrator(camel)
+    with pytest.raises(ValueError, match="n_refine must be >= 1"):
+        Integrator(camel, 2, progress=False).integrate(0, n_refine=0)
+    with pytest.raises(RuntimeError, match="before refine"):
+        Integrator(camel, 2, progress=False).refine(jax.random.key(0), 1)
