@@ -164,6 +164,21 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
+def _restore(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v) for v in obj]
+    if obj in ("nan", "inf", "-inf"):
+        return float(obj)
+    return obj
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file written by :func:`write_json`, turning ``"nan"``/``"inf"`` back into floats."""
+    return _restore(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
                    align: str | None = None) -> str:
     """A GitHub-flavoured markdown table; ``align`` is one of ``l``/``r``/``c`` per column."""

@@ -787,6 +787,16 @@ def target_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _source_line(source: dict[str, Any]) -> str:
+    rambo = source.get("jaxnis/phasespace/rambo.py")
+    if not rambo:
+        return ""
+    state = ("as committed at HEAD" if rambo.get("same_as_head")
+             else "**differs from HEAD** (uncommitted edits)")
+    return (f"- Measured source: `jaxnis/phasespace/rambo.py` blob `{rambo['blob'][:10]}`, "
+            f"{state}; HEAD `{source.get('head', '?')[:10]}`.")
+
+
 def markdown_report(payload: dict[str, Any]) -> str:
     s = payload["settings"]
     rows = payload["cpu"]
@@ -801,6 +811,8 @@ def markdown_report(payload: dict[str, Any]) -> str:
            f"{payload.get('load_average_end')} at the end): absolute rates are noisy, the "
            "ratios of interleaved calls are the comparison.\n" if s.get("shared_machine")
            else "\n")
+        + (f"- The whole run took {payload['wall_s'] / 60:.0f} min of wall time.\n"
+           if isinstance(payload.get("wall_s"), float | int) else "")
         + f"- Cores: the process is pinned to {s['threads']} core(s); XLA's CPU thread pool "
         f"sizes itself from that, MadSpace `Context(cpu_device(), {s['threads']})`, NumPy "
         f"{s['threads']} worker thread(s) over chunks of {s['numpy_chunk']:,} events.\n"
@@ -814,7 +826,8 @@ def markdown_report(payload: dict[str, Any]) -> str:
         "its rows were checked to equal `map_forward`: "
         f"{s.get('madspace_same_as_mapping_api', 'n/a')}.\n"
         "- jaxnis: `jax.jit(jax.vmap(m.forward, in_axes=(0, None)))`; compile time = "
-        "`lower(...).compile()`. MadSpace set-up = graph build + `FunctionRuntime`.")
+        "`lower(...).compile()`. MadSpace set-up = graph build + `FunctionRuntime`.\n"
+        + _source_line(payload.get("source", {})))
     t = payload.get("target", {})
     if t.get("ratio") is not None:
         sections.append(
@@ -869,6 +882,12 @@ def markdown_report(payload: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+def _write_markdown(path: Path, payload: dict[str, Any]) -> Path:
+    return _common.write_markdown(
+        path, "Phase-space generation speed: jaxnis vs MadSpace vs NumPy",
+        markdown_report(payload))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=1_000_000, help="events per call")
@@ -901,6 +920,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=20240607)
     ap.add_argument("--out", type=Path, default=_common.RESULTS_DIR)
     ap.add_argument("--name", default="phase_space", help="output file stem")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite <out>/<name>.md from the existing JSON without measuring")
     args = ap.parse_args(argv)
     if args.quick and "--batch" not in (argv if argv is not None else sys.argv):
         args.batch = 20_000
@@ -919,6 +940,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None, log=print) -> dict[str, Any]:
     """Run the benchmark; write ``<out>/<name>.json`` and ``.md``; return the payload."""
     args = parse_args(argv)
+    if args.render_only:
+        payload = _common.read_json(args.out / f"{args.name}.json")
+        _write_markdown(args.out / f"{args.name}.md", payload)
+        return payload
     threads = _common.limit_cores(args.threads)  # before JAX starts its thread pool
     import jax
 
@@ -1009,9 +1034,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     if hasattr(os, "getloadavg"):
         payload["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     json_path = _common.write_json(args.out / f"{args.name}.json", payload)
-    md_path = _common.write_markdown(
-        args.out / f"{args.name}.md",
-        "Phase-space generation speed: jaxnis vs MadSpace vs NumPy", markdown_report(payload))
+    md_path = _write_markdown(args.out / f"{args.name}.md", payload)
     log(f"wrote {json_path} and {md_path}; validation {'passed' if passed else 'FAILED'}; "
         f"{payload['wall_s']:.0f} s")
     return payload
