@@ -340,3 +340,28 @@ def test_settings_validation():
         pr.EEToQQG().integrand(jnp.zeros(5), pp.default_params())
     # the toy PDF is the default parton density
     assert pr.DrellYan().pdf is None and pdf.TOY_Q0 == pytest.approx(2**0.5)
+
+
+@pytest.mark.parametrize("make", [lambda: pr.EEToFFbar("mu"), lambda: pr.EEToQQG("u"),
+                                  lambda: pr.DrellYan(), lambda: pr.EEToMuMuGamma()],
+                         ids=["ee_mumu", "ee_qqg", "drell_yan", "mumugamma"])
+def test_integrands_finite_on_the_edges_of_the_hypercube(make, dtype):
+    """Every channel, at points built from {0, eps, 1/2, 1 - eps, 1} in each coordinate
+    (the limits where maps become singular) and random points: log(alpha f J) is finite or
+    -inf (weight zero, e.g. cut), never NaN or +inf, in float32 and float64."""
+    proc = make()
+    params = proc.default_params(dtype)
+    eps = float(jnp.finfo(dtype).eps)
+    levels = jnp.asarray([0.0, eps, 0.5, 1.0 - eps, 1.0], dtype)
+    key = jax.random.key(7)
+    picks = jax.random.randint(key, (256, proc.dim), 0, levels.shape[0])
+    edges = jnp.concatenate([levels[picks], jnp.zeros((1, proc.dim), dtype),
+                             jnp.ones((1, proc.dim), dtype)])
+    r = jnp.concatenate([edges, jax.random.uniform(key, (256, proc.dim), dtype)])
+    c = proc.n_channels
+    ch = jnp.repeat(jnp.arange(c), r.shape[0])
+    out = _evaluator(proc)(ch, jnp.tile(r, (c, 1)), params)
+    log_w = np.asarray(out.log_fj + jnp.take_along_axis(out.log_prior, ch[:, None], 1)[:, 0])
+    assert not np.any(np.isnan(log_w)), f"{np.sum(np.isnan(log_w))} NaN log weights"
+    assert not np.any(log_w == np.inf), "log weight +inf"
+    assert np.any(np.isfinite(log_w)), "every point has weight zero"
