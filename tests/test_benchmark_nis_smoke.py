@@ -1,0 +1,103 @@
+"""Smoke test of ``benchmarks/nis.py``: two tiny integrands, tiny budgets.
+
+Runs the benchmark's ``main`` into a temporary folder (never ``benchmarks/results/``) with
+every tool that is importable here: jaxnis always; vegas and madnis only when the optional
+``bench`` extra is installed (otherwise they are skipped and recorded as skipped). Checks that
+the JSON and markdown are written and every value, error, pull and efficiency is finite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import nis  # noqa: E402
+
+import integrands  # noqa: E402
+
+
+def _available(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def test_nis_benchmark_smoke(tmp_path):
+    tools = ["jaxnis"] + [t for t, mods in (("vegas", ("vegas",)),
+                                            ("madnis", ("madnis", "torch")))
+                          if _available(*mods)]
+    argv = ["--integrands", "camel2", "annulus", "--tools", *tools,
+            "--train-budget", "3000", "--final-budget", "2000", "--batch-size", "500",
+            "--vegas-iterations", "3", "--out", str(tmp_path), "--name", "smoke"]
+    payload = nis.main(argv, log=lambda *_: None)
+
+    data = json.loads((tmp_path / "smoke.json").read_text())
+    assert "camel2" in (tmp_path / "smoke.md").read_text()
+    assert data["settings"]["train_budget"] == 3000 and data["settings"]["final_budget"] == 2000
+    assert data["machine"]["usable_cores"] >= 1 and data["versions"]["jax"]
+    assert {(r["integrand"], r["tool"]) for r in data["rows"]} == {
+        (i, t) for i in ("camel2", "annulus") for t in tools}
+    for row in payload["rows"]:
+        for key in ("value", "error", "pull", "rel_error", "unweighting_efficiency", "wall_s"):
+            assert math.isfinite(row[key]), (row["integrand"], row["tool"], key, row[key])
+        assert row["error"] > 0 and 0 < row["unweighting_efficiency"] <= 1
+        # Fixed seeds: a wrong estimator or reference would be many sigma off.
+        assert abs(row["pull"]) < 5, (row["integrand"], row["tool"], row["pull"])
+        # Equal budgets; vegas's neval is approximate (it fills whole hypercubes).
+        assert row["n_eval_final"] == pytest.approx(2000, rel=0.1 if row["tool"] == "vegas"
+                                                    else 0)
+    assert len(data["targets"]) == 2
+
+
+def test_stratified_estimate_and_event_weights():
+    """Two strata of different sizes: sum of the stratum means, errors in quadrature; the
+    event weights N raw / N_c average to the same value."""
+    rng = np.random.default_rng(0)
+    raw = np.concatenate([rng.normal(1.0, 0.5, 300), rng.normal(2.0, 1.0, 100)])
+    strata = np.repeat([0, 1], [300, 100])
+    value, error = nis.stratified_estimate(raw, strata)
+    assert value == pytest.approx(raw[:300].mean() + raw[300:].mean(), rel=1e-12)
+    want = math.sqrt(raw[:300].var(ddof=1) / 300 + raw[300:].var(ddof=1) / 100)
+    assert error == pytest.approx(want, rel=1e-12)
+    events = nis.channel_event_weights(raw, strata)
+    assert events.mean() == pytest.approx(value, rel=1e-12)
+
+
+def test_vegas_final_estimate_is_vegas_own():
+    """The hypercube-stratified estimate of the final sample equals vegas's own result of one
+    non-adapting iteration drawn from the same random numbers."""
+    vegas = pytest.importorskip("vegas")
+    case = integrands.get("camel2")
+    cfg = {"train_budget": 4000, "final_budget": 3000, "vegas_iterations": 4}
+    ours = nis.run_vegas(case, cfg, seed=3)
+    rng = np.random.default_rng(3)
+    integ = vegas.Integrator([[0.0, 1.0]] * 2, ran_array_generator=rng.random)
+    f = vegas.lbatchintegrand(case.numpy_fn)
+    integ(f, nitn=4, neval=1000)
+    res = integ(f, nitn=1, neval=3000, adapt=False)
+    assert ours["value"] == pytest.approx(res.mean, rel=1e-12)
+    assert ours["error"] == pytest.approx(res.sdev, rel=1e-9)
+    assert ours["event_weights"].mean() == pytest.approx(res.mean, rel=1e-12)
+
+
+def test_integrand_implementations_agree():
+    """The JAX and NumPy versions of each toy integrand give the same values."""
+    import jax
+    import jax.numpy as jnp
+
+    x = np.random.default_rng(1).random((256, 16))
+    for name in ("camel4", "two_circles", "annulus", "gauss16"):
+        case = integrands.get(name)
+        xs = x[:, : case.dim]
+        got = np.asarray(jax.vmap(case.jax_fn, in_axes=(0, None))(jnp.asarray(xs), None))
+        want = case.numpy_fn(xs)
+        # float32 JAX vs float64 NumPy; annulus points on the edges are measure zero
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6 * float(np.max(want)),
+                                   err_msg=name)
