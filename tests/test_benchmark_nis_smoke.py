@@ -34,7 +34,8 @@ def test_nis_benchmark_smoke(tmp_path):
                                             ("madnis", ("madnis", "torch")))
                           if _available(*mods)]
     argv = ["--integrands", "camel2", "annulus", "--tools", *tools,
-            "--train-budget", "3000", "--final-budget", "2000", "--batch-size", "500",
+            "--train-budget", "3000", "--final-budget", "2000", "--budget-scale", "1",
+            "--batch-size", "500",
             "--vegas-iterations", "3", "--out", str(tmp_path), "--name", "smoke"]
     payload = nis.main(argv, log=lambda *_: None)
 
