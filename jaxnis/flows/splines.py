@@ -35,8 +35,8 @@ Numerical choices common to all transforms:
   last bin is then exactly 1 at ``x = 1`` and its image ends at ``y_k + fl(1 - y_k) = 1``
   (which rounds to 1 for ``0 <= y_k <= 1``): ``f(0) = 0`` and ``f(1) = 1`` hold in floating
   point, with finite log-derivatives.
-* Outputs are clamped into ``[0, 1]`` with :func:`clamp_unit` (gradient 1 on the closed
-  interval): interior rounding can otherwise land one ulp outside and the next layer, or a
+* Outputs are clamped into ``[0, 1]`` (:func:`_clamp_rounding`, whose gradient passes
+  straight through): rounding can otherwise land one ulp outside and the next layer, or a
   phase-space map, would see an out-of-range input.
 
 Implementation note (speed, measured on CPU with XLA): bins are found by counting the
@@ -69,6 +69,16 @@ def clamp_unit(x: ArrayLike) -> Array:
     """
     x = jnp.asarray(x)
     return jnp.where(x > 1, jnp.ones_like(x), jnp.where(x >= 0, x, jnp.zeros_like(x)))
+
+
+def _clamp_rounding(v: Array) -> Array:
+    """Clamp a value that can leave ``[0, 1]`` only by rounding, keeping its derivative.
+
+    The value is exactly ``clip(v, 0, 1)`` (``v + (c - v)`` is exact for ``v`` within a few
+    ulp of ``c``); the gradient passes straight through, so the derivative of a map at an
+    end point stays the analytic one instead of dropping to 0 when rounding overshoots.
+    """
+    return v + jax.lax.stop_gradient(jnp.clip(v, 0.0, 1.0) - v)
 
 
 def _as_float(x: ArrayLike) -> Array:
@@ -316,26 +326,26 @@ class RationalQuadraticSpline(ElementwiseTransform):
         x_lo, w, y_lo, h, d_lo, d_hi = self._bin(params, x, search_y=False)
         s = h / w
         # theta is exactly 1 at x = 1 (w was computed as 1 - x_lo), so f(1) = y_lo + h = 1.
-        theta = clamp_unit((x - x_lo) / w)
+        theta = _clamp_rounding((x - x_lo) / w)
         t1 = theta * (1.0 - theta)
         y = y_lo + h * (s * theta * theta + d_lo * t1) / (s + (d_hi + d_lo - 2.0 * s) * t1)
-        return clamp_unit(y), self._log_derivative(theta, s, d_lo, d_hi)
+        return _clamp_rounding(y), self._log_derivative(theta, s, d_lo, d_hi)
 
     def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
         x_lo, w, y_lo, h, d_lo, d_hi = self._bin(params, y, search_y=True)
         s = h / w
-        dy = y - y_lo
-        c2 = d_hi + d_lo - 2.0 * s
-        a = h * (s - d_lo) + dy * c2
-        b = h * d_lo - dy * c2
-        c = -s * dy
-        # Root of a theta^2 + b theta + c = 0 in [0, 1], in the cancellation-free form
-        # 2c / (-b - sqrt(b^2 - 4ac)); the discriminant is >= 0 for a monotone bin (it is
-        # (h d_hi)^2 at the top edge) and only rounding can make it negative, hence the max.
-        # The denominator is < 0: c = 0 forces b = h d_lo > 0, and a = 0 forces b > 0.
-        disc = jnp.maximum(b * b - 4.0 * a * c, 0.0)
-        theta = clamp_unit(2.0 * c / (-b - jnp.sqrt(disc)))
-        x = clamp_unit(x_lo + theta * w)
+        r = (y - y_lo) / h  # relative height in the bin, exactly 1 at y = 1
+        # theta solves a theta^2 + b theta + c = 0 with (Durkan et al. eq. 6-8, divided by h)
+        # a = s - d_lo + r c2, b = d_lo - r c2, c = -s r, c2 = d_lo + d_hi - 2 s. The root in
+        # [0, 1] in the cancellation-free form 2c / (-b - sqrt(b^2 - 4ac)), with the
+        # discriminant rewritten as ((1 - r) d_lo + r d_hi)^2 + 4 r (1 - r) (s^2 - d_lo d_hi):
+        # b^2 - 4ac as written cancels catastrophically near the bin top (there it is d_hi^2).
+        # It is >= 0 for a monotone bin, the max only absorbs rounding.
+        lin = (1.0 - r) * d_lo + r * d_hi
+        disc = jnp.maximum(lin * lin + 4.0 * r * (1.0 - r) * (s * s - d_lo * d_hi), 0.0)
+        theta = _clamp_rounding(
+            2.0 * s * r / (d_lo - r * (d_lo + d_hi - 2.0 * s) + jnp.sqrt(disc)))
+        x = _clamp_rounding(x_lo + theta * w)
         return x, -self._log_derivative(theta, s, d_lo, d_hi)
 
 
@@ -424,7 +434,7 @@ class PiecewiseLinear(ElementwiseTransform):
         y_lo = _pick(ii, yk[..., :-1])
         h = _pick(ii, yk[..., 1:]) - y_lo  # knot difference: the bin ends exactly at y_hi
         alpha = t - idx  # exactly 1 at x = 1, so f(1) = y_{K-1} + (1 - y_{K-1}) = 1
-        return clamp_unit(y_lo + alpha * h), jnp.log(h * k)
+        return _clamp_rounding(y_lo + alpha * h), jnp.log(h * k)
 
     def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
         k = self.n_bins
@@ -432,8 +442,8 @@ class PiecewiseLinear(ElementwiseTransform):
         ii = _bin_index(y, yk)
         y_lo = _pick(ii, yk[..., :-1])
         h = _pick(ii, yk[..., 1:]) - y_lo
-        alpha = clamp_unit((y - y_lo) / h)
-        return clamp_unit((ii[..., 0].astype(y.dtype) + alpha) / k), -jnp.log(h * k)
+        alpha = (y - y_lo) / h
+        return _clamp_rounding((ii[..., 0].astype(y.dtype) + alpha) / k), -jnp.log(h * k)
 
 
 def linear_params_from_heights(heights: ArrayLike, *, min_bin_height: float = 1e-3) -> Array:
@@ -517,18 +527,19 @@ class PiecewiseQuadratic(ElementwiseTransform):
 
     def _forward(self, params: Array, x: Array) -> tuple[Array, Array]:
         x_lo, w, y_lo, m, v_lo, v_hi = self._bin(params, x, search_y=False)
-        alpha = clamp_unit((x - x_lo) / w)
+        alpha = _clamp_rounding((x - x_lo) / w)
         g = (alpha * alpha * v_hi + alpha * (2.0 - alpha) * v_lo) / (v_lo + v_hi)
-        return clamp_unit(y_lo + m * g), self._log_derivative(alpha, w, m, v_lo, v_hi)
+        return _clamp_rounding(y_lo + m * g), self._log_derivative(alpha, w, m, v_lo, v_hi)
 
     def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
         x_lo, w, y_lo, m, v_lo, v_hi = self._bin(params, y, search_y=True)
-        rs = clamp_unit((y - y_lo) / m) * (v_lo + v_hi)
-        # alpha^2 (v_hi - v_lo) + 2 v_lo alpha - r S = 0; the discriminant lies between
-        # v_lo^2 and v_hi^2 (both >= min_h^2 > 0), the max only absorbs rounding.
-        disc = jnp.maximum(v_lo * v_lo + (v_hi - v_lo) * rs, 0.0)
-        alpha = clamp_unit(rs / (v_lo + jnp.sqrt(disc)))
-        x = clamp_unit(x_lo + alpha * w)
+        r = (y - y_lo) / m
+        # alpha^2 (v_hi - v_lo) + 2 v_lo alpha - r S = 0 (S = v_lo + v_hi): the root in
+        # [0, 1] is r S / (v_lo + sqrt(disc)) with disc = v_lo^2 + r (v_hi^2 - v_lo^2),
+        # written as (1 - r) v_lo^2 + r v_hi^2 to avoid cancellation (> 0 since v >= min_h).
+        disc = jnp.maximum((1.0 - r) * v_lo * v_lo + r * v_hi * v_hi, 0.0)
+        alpha = _clamp_rounding(r * (v_lo + v_hi) / (v_lo + jnp.sqrt(disc)))
+        x = _clamp_rounding(x_lo + alpha * w)
         return x, -self._log_derivative(alpha, w, m, v_lo, v_hi)
 
 
@@ -569,7 +580,7 @@ class OddsAffine(ElementwiseTransform):
     def _apply(a, x):
         ea = jnp.exp(a)
         den = (1.0 - x) + ea * x  # >= min(1, e^a) > 0; exactly e^a at x = 1
-        return clamp_unit(ea * x / den), a - 2.0 * jnp.log(den)
+        return _clamp_rounding(ea * x / den), a - 2.0 * jnp.log(den)
 
     def _forward(self, params: Array, x: Array) -> tuple[Array, Array]:
         return self._apply(self._shift(params), x)
