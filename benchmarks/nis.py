@@ -326,6 +326,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch intra-op threads for madnis (0: torch's default, one per core)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="pin to this many cores")
+    p.add_argument("--note", action="append", default=[],
+                   help="a line added to the notes of the report (repeatable)")
     p.add_argument("--out", type=Path, default=_common.RESULTS_DIR)
     p.add_argument("--name", default="nis")
     return p.parse_args(argv)
@@ -400,9 +402,10 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         intro += (f"\n\n**The {payload['machine']['usable_cores']} cores were shared with other "
                   f"work while measuring** (1-minute load average {load} at the start, "
                   f"{payload.get('load_average_end')} at the end): wall times are noisy and "
-                  "pessimistic, compare them within a row rather than across runs.")
+                  "pessimistic, compare them within a row rather than across runs; `cpu s` is "
+                  "the process CPU time (all threads) of each run.")
     head = ["integrand", "tool", "value", "error", "rel. error", "pull", "unw. eff.",
-            "evals train", "evals final", "wall s", "integrand s"]
+            "evals train", "evals final", "wall s", "cpu s", "integrand s"]
     body = []
     for r in rows:
         wall = _fmt(r["wall_s"], ".1f")
@@ -411,9 +414,9 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         body.append([r["integrand"], r["tool"], _fmt(r["value"], ".7g"), _fmt(r["error"], ".2g"),
                      _fmt(r["rel_error"], ".2e"), _fmt(r["pull"], "+.2f"),
                      _fmt(r["unweighting_efficiency"], ".3f"), _common.si(r["n_eval_train"]),
-                     _common.si(r["n_eval_final"]), wall,
+                     _common.si(r["n_eval_final"]), wall, _fmt(r["cpu_s"], ".1f"),
                      _fmt(r.get("integrand_s"), ".1f")])
-    table = _common.markdown_table(head, body, "llrrrrrrrrr")
+    table = _common.markdown_table(head, body, "llrrrrrrrrrr")
     refs = _common.markdown_table(
         ["integrand", "d", "channels", "structure", "reference", "ref. error", "source",
          "description"],
@@ -428,8 +431,17 @@ def markdown(payload: dict[str, Any]) -> list[str]:
           f"{_fmt(t.get('rel_error_ratio'), '.2f')} ({t.get('best_error_peer', '-')})",
           f"{_fmt(t.get('efficiency_ratio'), '.2f')} ({t.get('best_efficiency_peer', '-')})",
           _fmt(t.get("wall_ratio_vs_madnis"), ".2f")] for t in tg], "llrrr")
+    corr = [t for t in tg if t["structure"] == "correlated" and "rel_error_ratio" in t]
+    names = ", ".join(t["integrand"] for t in corr)
+    n_err = sum(t["error_target_met"] for t in corr)
+    n_eff = sum(t["efficiency_target_met"] for t in corr)
+    n_wall = sum(bool(t.get("wall_target_met")) for t in tg)
+    met = (f"On the integrands with non-axis-aligned peaks ({names}): relative-error target "
+           f"met {n_err}/{len(corr)}, unweighting-efficiency target met {n_eff}/{len(corr)}; "
+           f"wall-time target met {n_wall}/{len(tg)} integrands." if corr else "")
     sections = [intro, "## Results\n\n" + table,
-                "## Targets (reported, not asserted)\n\n" + tgt, "## Integrands\n\n" + refs,
+                "## Targets (reported, not asserted)\n\n" + tgt + "\n\n" + met,
+                "## Integrands\n\n" + refs,
                 "## What each tool was given\n\n" + "\n".join(f"- {x}" for x in payload["tools"]),
                 "## Metadata\n\n" + _common.metadata_markdown(payload)]
     if payload.get("skipped_tools"):
@@ -533,6 +545,12 @@ def main(argv=None, log=print) -> dict[str, Any]:
         "jaxnis wall time includes its compilation (in brackets: JAX tracing + lowering + "
         "backend compilation during the run).",
         f"Whole run: {total:.0f} s.",
+        "vegas's `neval` is an upper bound (it fills whole hypercubes), so vegas used "
+        "slightly fewer evaluations than the budget (see the evaluation columns). Its final "
+        "estimate, computed here per hypercube from `random_batch(yield_hcube=True)` to get "
+        "the event weights, equals vegas's own `integ(f, nitn=1, adapt=False)` result for "
+        "the same random numbers (checked in tests/test_benchmark_nis_smoke.py).",
+        *args.note,
     ]
     payload = {
         "benchmark": "nis", "date": _common.utc_now(), "machine": machine,

@@ -88,17 +88,21 @@ def test_vegas_final_estimate_is_vegas_own():
     assert ours["event_weights"].mean() == pytest.approx(res.mean, rel=1e-12)
 
 
-def test_integrand_implementations_agree():
+def test_integrand_implementations_agree(dtype):
     """The JAX and NumPy versions of each toy integrand give the same values."""
     import jax
     import jax.numpy as jnp
+
+    from tests.conftest import tol
 
     x = np.random.default_rng(1).random((256, 16))
     for name in ("camel4", "two_circles", "annulus", "gauss16"):
         case = integrands.get(name)
         xs = x[:, : case.dim]
-        got = np.asarray(jax.vmap(case.jax_fn, in_axes=(0, None))(jnp.asarray(xs), None))
-        want = case.numpy_fn(xs)
-        # float32 JAX vs float64 NumPy; annulus points on the edges are measure zero
-        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6 * float(np.max(want)),
-                                   err_msg=name)
+        got = jax.vmap(case.jax_fn, in_axes=(0, None))(jnp.asarray(xs, dtype), None)
+        assert got.dtype == dtype, name
+        want = case.numpy_fn(np.asarray(jnp.asarray(xs, dtype), np.float64))
+        # the same inputs (rounded to dtype); float32 arithmetic vs NumPy float64
+        rtol = tol(dtype, 2e-5, 1e-11)
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol,
+                                   atol=rtol * float(np.max(want)), err_msg=name)
