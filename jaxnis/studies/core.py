@@ -23,10 +23,15 @@ weights. Its standard error is the standard error of the per-event gradients
 weight ``alpha_c f J_c`` is, for almost every fixed ``r``, differentiable in ``theta`` on the
 segment considered (Lipschitz with an integrable constant suffices) and its support in ``r``
 does not move with ``theta``. Both hold for the maps and matrix elements of
-:mod:`jaxnis.physics.processes` (the map ranges ``[0, 1]^dim`` are fixed; resonance maps only
-reshape the interior). They fail for a **cut whose boundary moves in r**: a threshold that
-is itself a parameter (``cos_max``), or a fixed cut on a variable that moves with ``theta``
-at fixed ``r`` (an ``m_ll`` window while the Breit-Wigner map follows ``M_Z'``). At fixed
+:mod:`jaxnis.physics.processes`: the map ranges ``[0, 1]^dim`` are fixed, resonance maps
+only reshape the interior, and range settings built into the maps (Drell-Yan's
+``m_ll_min`` is the luminosity map's lower end) move with their parameter. They fail for a
+**cut whose boundary moves in r**: a threshold that is itself a parameter (``cos_max`` of
+``EEToFFbar``), or a fixed cut on a variable that moves with ``theta`` at fixed ``r`` (an
+``m_ll`` window, or Drell-Yan's own ``pt_min``/``eta_max`` lepton cuts, while the
+Breit-Wigner map follows ``M_Z'``). The processes' default settings have no such cuts
+(``cos_max = 1``, ``pt_min = 0``, ``eta_max = inf``); with them switched on, gradients with
+respect to parameters that move events across them are biased. At fixed
 ``r`` the indicator is piecewise constant, so its derivative is zero almost everywhere and
 the pathwise estimate misses the boundary term
 
@@ -62,7 +67,7 @@ from jaxnis.types import Array, ArrayLike, Params, PRNGKey, PyTree
 
 _MODES = ("auto", "fwd", "rev")
 #: ``mode="auto"`` uses forward mode up to this many differentiated scalars.
-FWD_MAX_PARAMS = 8
+FWD_MAX_PARAMS = 2
 
 
 # =============================================================================== integrands
