@@ -7,11 +7,29 @@ through small lambdas. Every check asserts a number and reports the worst offend
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def call(m, method: str, x, cond):
+    """``m.method(x, cond)`` compiled once per (map, method, shapes): ``cond`` is traced, so
+    every test module that calls the same map with the same shapes shares the program."""
+    return getattr(m, method)(x, cond)
+
+
+def fwd(m, cond) -> Callable:
+    """The compiled forward map of ``m`` at fixed ``cond`` as a function of one event."""
+    return lambda x: call(m, "forward", x, cond)
+
+
+def inv(m, cond) -> Callable:
+    """The compiled inverse map of ``m`` at fixed ``cond`` as a function of one event."""
+    return lambda x: call(m, "inverse", x, cond)
 
 
 def assert_round_trip(forward: Callable, inverse: Callable, r, *, atol: float) -> None:

@@ -1,4 +1,3 @@
-import functools
 import math
 
 import jax
@@ -13,6 +12,7 @@ from jaxnis.phasespace.decays import TChannelMap
 from jaxnis.phasespace.luminosity import LuminosityMap, parton_momenta
 from jaxnis.phasespace.propagators import BreitWignerMap, PowerLawMap, UniformMap
 from tests import checks
+from tests.checks import call, fwd, inv
 from tests.conftest import tol
 
 PHI3_MASSLESS = 125.98255637968553  # sqrt(s) = 1000 (REFERENCES.md)
@@ -26,20 +26,6 @@ TREE_02 = DecayTree(((0, 2), 1), {(0, 2): BreitWignerMap()})
 TREE_4 = DecayTree(((0, 1), (2, 3)), {(0, 1): BreitWignerMap("mass_z", "width_z")})
 ZPRIME = HadronicChannel(LuminosityMap(BreitWignerMap()), DecayTree((0, 1)))
 TTBAR_T = HadronicChannel(LuminosityMap(PowerLawMap("nu_tau")), TChannelMap())
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def call(m, method, x, cond):
-    """One compiled function per (map, method, shapes); cond is traced and shared."""
-    return getattr(m, method)(x, cond)
-
-
-def fwd(m, cond):
-    return lambda x: call(m, "forward", x, cond)
-
-
-def inv(m, cond):
-    return lambda x: call(m, "inverse", x, cond)
 
 
 def _tree_cond(dtype, masses, sqrt_s=1000.0, mass=400.0, width=80.0):

@@ -1,4 +1,3 @@
-import functools
 import math
 
 import jax
@@ -10,25 +9,12 @@ from jaxnis import kinematics as kin
 from jaxnis.phasespace.decays import TChannelMap, TwoBodyDecay, beams
 from jaxnis.phasespace.propagators import UniformMap
 from tests import checks
+from tests.checks import call, fwd, inv
 from tests.conftest import tol
 
 PHI2_TTBAR = 0.0373311651  # sqrt(lambda) / (8 pi s), m_t = 173 at 1000 GeV (REFERENCES.md)
 DECAY = TwoBodyDecay()
 TCHAN = TChannelMap()
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def call(m, method, x, cond):
-    """One compiled function per (map, method, shapes); cond is traced and shared."""
-    return getattr(m, method)(x, cond)
-
-
-def fwd(m, cond):
-    return lambda x: call(m, "forward", x, cond)
-
-
-def inv(m, cond):
-    return lambda x: call(m, "inverse", x, cond)
 
 
 def _r(dtype, n, d=2, seed=0):

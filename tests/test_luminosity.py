@@ -1,4 +1,3 @@
-import functools
 import math
 
 import jax
@@ -10,6 +9,7 @@ from jaxnis import kinematics as kin
 from jaxnis.phasespace.luminosity import LuminosityMap, parton_momenta
 from jaxnis.phasespace.propagators import BreitWignerMap, PowerLawMap
 from tests import checks
+from tests.checks import call, fwd, inv
 from tests.conftest import tol
 
 SQRT_S, TAU_MIN, M_ZP, G_ZP = 13000.0, 1e-3, 3000.0, 150.0
@@ -19,20 +19,6 @@ MAPS = {
     "breit_wigner": LuminosityMap(BreitWignerMap()),
 }
 KEYS = ("sqrt_s", "tau_min", "mass", "width", "nu")
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def call(m, method, x, cond):
-    """One compiled function per (map, method, shapes); cond is traced and shared."""
-    return getattr(m, method)(x, cond)
-
-
-def fwd(m, cond):
-    return lambda x: call(m, "forward", x, cond)
-
-
-def inv(m, cond):
-    return lambda x: call(m, "inverse", x, cond)
 
 
 def _cond(dtype, **kw):

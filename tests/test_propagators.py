@@ -1,4 +1,3 @@
-import functools
 import math
 
 import jax
@@ -8,6 +7,7 @@ import pytest
 
 from jaxnis.phasespace.propagators import BreitWignerMap, PowerLawMap, UniformMap
 from tests import checks
+from tests.checks import call, fwd, inv
 from tests.conftest import tol
 
 MZ, GZ = 91.188, 2.441404
@@ -15,20 +15,6 @@ BW_INTEGRAL = 3.1148257  # pi/2 + arctan(m/Gamma), REFERENCES.md
 
 MAPS = {"uniform": UniformMap(), "breit_wigner": BreitWignerMap(), "power": PowerLawMap()}
 KEYS = ("s_min", "s_max", "mass", "width", "nu")
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def call(m, method, x, cond):
-    """One compiled function per (map, method, shapes): cond is traced, so tests share it."""
-    return getattr(m, method)(x, cond)
-
-
-def fwd(m, cond):
-    return lambda x: call(m, "forward", x, cond)
-
-
-def inv(m, cond):
-    return lambda x: call(m, "inverse", x, cond)
 
 
 def _cond(dtype, **kw):
