@@ -5,14 +5,18 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/phase_space.py            # full grid, batches of 1e6
     .venv/bin/python benchmarks/phase_space.py --quick    # small batches, checks the harness
     .venv/bin/python benchmarks/phase_space.py --n 4 --algos diet --dtypes float64
+    .venv/bin/python benchmarks/phase_space.py --rows target --variant-n 4   # the target row
 
 Writes ``benchmarks/results/phase_space.json`` and ``phase_space.md`` (``--out`` elsewhere).
 
 What is compared, for RAMBO (``4 n`` random numbers) and RAMBO-on-diet (``3 n - 4``),
 ``n = 3..8``, massless and massive, float32 and float64, at ``sqrt(s) = 1000`` GeV:
 
-* **jaxnis**: ``jax.jit(jax.vmap(m.forward, in_axes=(0, None)))`` of
-  ``jaxnis.phasespace.rambo.Rambo`` / ``RamboOnDiet``.
+* **jaxnis**: ``jax.vmap(m.forward, in_axes=(0, None))`` of
+  ``jaxnis.phasespace.rambo.Rambo`` / ``RamboOnDiet``, evaluated by the library's chunked
+  evaluator ``jaxnis.batching.BatchEvaluator`` (``--jax-chunk`` events per jitted call,
+  default ``jaxnis.batching.DEFAULT_CHUNK``), and, as the row **jaxnis 1 call**, by one
+  ``jax.jit`` call on the whole batch.
 * **MadSpace** (C++): the ``fast_rambo_massless_com`` / ``fast_rambo_massive_com``
   instruction that ``FastRamboMapping(n, massless).forward_function()`` records, built
   with a ``FunctionBuilder`` that takes ``r`` as one ``[N, 3n-4]`` array and returns
@@ -35,8 +39,9 @@ count and NumPy that many worker threads. Timed: the median of ``--repeats`` cal
 interleaved round-robin so that a shared machine loads them alike; JAX results are waited
 for with ``block_until_ready``. The process CPU time of each call is recorded too. The JAX
 compile time (``lower(...).compile()``) and MadSpace's graph/runtime set-up are reported
-separately. A third table calls jaxnis in chunks of ``--jax-chunk`` events and in the
-batch-minor layout (see :class:`JaxnisPeer`).
+separately. A third table calls jaxnis with other chunk sizes (``--chunk-sweep``), as one
+call, and in the batch-minor layout (see :class:`JaxnisPeer`). ``--rows`` selects rows of
+the main table (``--rows target`` is the target row).
 
 Equal work is checked on the warm-up outputs of every peer: the mean weight against the
 massless volume of ``REFERENCES.md`` (massive: the quadrature value for n = 3, else a
@@ -85,7 +90,9 @@ MASSIVE_REFERENCE: dict[int, tuple[float, float, str]] = {
     8: (1.861327262e12, 3.07e8, _MC),
 }
 ALGOS = {"rambo": "RAMBO", "diet": "RAMBO-on-diet"}
-PEERS = ("jaxnis", "madspace", "numpy")
+PEERS = ("jaxnis", "jaxnis_single", "madspace", "numpy")
+PEER_LABELS = {"jaxnis": "jaxnis", "jaxnis_single": "jaxnis 1 call", "madspace": "MadSpace",
+               "numpy": "NumPy"}
 TARGET = ("diet", 4, False, "float64")  # jaxnis vs MadSpace: aim >= 1 (1.5)
 PULL_LIMIT = 5.0  # |pull| of a mean weight; 5 sigma as ~100 rows are compared per run
 # Max over the batch of |sum p - P| / sqrt(s) and |p^2 - m^2| / s. float64: far above
@@ -189,27 +196,30 @@ class NumpyPeer:
 
 
 class JaxnisPeer:
-    """jaxnis maps batched by ``jax.jit(jax.vmap(m.forward, in_axes=(0, None)))``.
+    """jaxnis maps, ``m.forward`` batched by ``jax.vmap(m.forward, in_axes=(0, None))``.
 
-    Variants (same per-event code; used in the "call variants" table only):
+    Modes (same per-event code):
 
-    * ``chunk=B``: the batch is evaluated as consecutive jitted calls on ``B`` events each
-      (dispatched asynchronously) and concatenated into one ``[N, n, 4]`` array, so the
-      output contract is that of the main table; XLA's CPU intermediates then stay in cache.
-    * ``layout="batch_minor"``: ``r`` as ``[d, N]`` and momenta as ``[n, 4, N]``
-      (``in_axes=(1, None), out_axes=-1``), a different contract for the caller.
+    * ``"chunked"`` (the ``jaxnis`` rows): the library's chunked evaluator,
+      ``jaxnis.batching.BatchEvaluator(batched, chunk=chunk, in_axes=(0, None))``: jitted
+      calls on ``chunk`` events each, dispatched asynchronously and concatenated into one
+      ``[N, n, 4]`` array; XLA's CPU intermediates then stay in cache. Compile time:
+      ``evaluator.lower(r, cond).compile()`` (the chunk-shaped program).
+    * ``"single"`` (the ``jaxnis_single`` rows): one ``jax.jit(batched)`` call on the whole
+      batch, compile time ``lower(...).compile()`` at the batch shape.
+    * ``"batch_minor"`` (call-variants table only): one call on ``r [d, N]`` returning
+      momenta ``[n, 4, N]`` (``in_axes=(1, None), out_axes=-1``), a different contract.
     """
 
     name = "jaxnis"
+    MODES = ("chunked", "single", "batch_minor")
 
-    def __init__(self, device=None, layout: str = "batch_major", chunk: int | None = None):
+    def __init__(self, mode: str = "chunked", chunk: int | None = None, device=None):
         import jax
 
-        if layout not in ("batch_major", "batch_minor"):
-            raise ValueError(f"layout must be 'batch_major' or 'batch_minor', got {layout!r}")
-        if chunk is not None and (chunk < 1 or layout != "batch_major"):
-            raise ValueError(f"chunk={chunk} needs chunk >= 1 and the batch_major layout")
-        self.layout, self.chunk = layout, chunk
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
         self.jax = jax
         self.device = device if device is not None else jax.devices("cpu")[0]
         try:
@@ -217,6 +227,13 @@ class JaxnisPeer:
         except ImportError as exc:  # the module is optional while it is being written
             raise Skip(f"jaxnis.phasespace.rambo not importable: {exc}") from exc
         self.module = rambo_module
+        if mode == "chunked":
+            from jaxnis import batching
+
+            self.batching = batching
+            self.chunk = batching.DEFAULT_CHUNK if chunk is None else chunk
+        else:
+            self.chunk = None
 
     def _map(self, case: Case):
         cls = self.module.Rambo if case.algo == "rambo" else self.module.RamboOnDiet
@@ -240,20 +257,28 @@ class JaxnisPeer:
         self._check_dtype(case)
         m = self._map(case)
         cond = self._cond(case)
-        if self.chunk is not None:
-            return self._prepare_chunked(case, r, m, cond)
-        minor = self.layout == "batch_minor"
+        minor = self.mode == "batch_minor"
         r_dev = jax.device_put(np.ascontiguousarray(r.T) if minor else r, self.device)
-        batched = jax.jit(jax.vmap(m.forward, in_axes=(1 if minor else 0, None),
-                                   out_axes=-1 if minor else 0))
-        t0 = time.perf_counter()
-        compiled = batched.lower(r_dev, cond).compile()
-        setup = time.perf_counter() - t0
-        info = {"device": str(self.device), "layout": self.layout,
-                "cost_analysis": _cost(compiled), "hlo": hlo_summary(compiled.as_text())}
+        batched = jax.vmap(m.forward, in_axes=(1 if minor else 0, None),
+                           out_axes=-1 if minor else 0)
+        info: dict[str, Any] = {"device": str(self.device), "mode": self.mode}
+        if self.mode == "chunked":
+            evaluator = self.batching.BatchEvaluator(batched, chunk=self.chunk,
+                                                     in_axes=(0, None))
+            t0 = time.perf_counter()
+            compiled = evaluator.lower(r_dev, cond).compile()
+            setup = time.perf_counter() - t0
+            info["chunk"] = self.chunk
+            run = evaluator
+        else:
+            t0 = time.perf_counter()
+            compiled = jax.jit(batched).lower(r_dev, cond).compile()
+            setup = time.perf_counter() - t0
+            run = compiled
+        info.update(cost_analysis=_cost(compiled), hlo=hlo_summary(compiled.as_text()))
 
         def call():
-            return jax.block_until_ready(compiled(r_dev, cond))
+            return jax.block_until_ready(run(r_dev, cond))
 
         def convert(out):
             p, lw = out
@@ -262,46 +287,45 @@ class JaxnisPeer:
 
         return Prepared(call, convert, setup, info)
 
-    def _prepare_chunked(self, case: Case, r: np.ndarray, m, cond) -> Prepared:
-        jax, jnp = self.jax, self.jax.numpy
-        chunks = [jax.device_put(r[s:s + self.chunk], self.device)
-                  for s in range(0, case.batch, self.chunk)]
-        batched = jax.jit(jax.vmap(m.forward, in_axes=(0, None)))
-        join = jax.jit(lambda ps, ws: (jnp.concatenate(ps), jnp.concatenate(ws)))
-        t0 = time.perf_counter()
-        compiled = {x.shape[0]: batched.lower(x, cond).compile() for x in chunks}
-        shapes = [jax.eval_shape(batched, x, cond) for x in chunks]
-        joined = join.lower([s_[0] for s_ in shapes], [s_[1] for s_ in shapes]).compile()
-        setup = time.perf_counter() - t0
-
-        def call():
-            outs = [compiled[x.shape[0]](x, cond) for x in chunks]  # asynchronous dispatch
-            return jax.block_until_ready(joined([o[0] for o in outs], [o[1] for o in outs]))
-
-        def convert(out):
-            return np.exp(np.asarray(out[1], dtype=np.float64)), np.asarray(out[0])
-
-        return Prepared(call, convert, setup, {"device": str(self.device), "chunk": self.chunk})
-
     def with_rng(self, case: Case, seed: int) -> Prepared:
+        """The map and its random numbers in one program. Single call: one
+        ``jax.random.uniform`` ``[N, d]``; chunked: event ``i`` draws its ``d`` numbers
+        from ``fold_in(key, i)`` inside the evaluator (a counter-based stream, so each
+        chunk generates its own numbers)."""
         jax = self.jax
         self._check_dtype(case)
         m = self._map(case)
         cond = self._cond(case)
         key = jax.device_put(jax.random.key(seed), self.device)
+        impl = jax.config.jax_default_prng_impl
 
-        def draw_and_map(key, cond):
-            r = jax.random.uniform(key, (case.batch, case.d), dtype=case.dtype)
-            return jax.vmap(m.forward, in_axes=(0, None))(r, cond)
+        if self.mode == "chunked":
+            def event(i, key, cond):
+                r = jax.random.uniform(jax.random.fold_in(key, i), (case.d,), dtype=case.dtype)
+                return m.forward(r, cond)
 
-        t0 = time.perf_counter()
-        compiled = jax.jit(draw_and_map).lower(key, cond).compile()
+            evaluator = self.batching.BatchEvaluator(
+                jax.vmap(event, in_axes=(0, None, None)), chunk=self.chunk,
+                in_axes=(0, None, None))
+            index = jax.device_put(np.arange(case.batch, dtype=np.uint32), self.device)
+            args = (index, key, cond)
+            t0 = time.perf_counter()
+            evaluator.lower(*args).compile()
+            run, rng = evaluator, f"jax.random.uniform(fold_in(key, event index)) ({impl})"
+        else:
+            def draw_and_map(key, cond):
+                r = jax.random.uniform(key, (case.batch, case.d), dtype=case.dtype)
+                return jax.vmap(m.forward, in_axes=(0, None))(r, cond)
+
+            args = (key, cond)
+            t0 = time.perf_counter()
+            run = jax.jit(draw_and_map).lower(*args).compile()
+            rng = f"jax.random.uniform ({impl})"
         setup = time.perf_counter() - t0
-        return Prepared(lambda: jax.block_until_ready(compiled(key, cond)),
+        return Prepared(lambda: jax.block_until_ready(run(*args)),
                         lambda out: (np.exp(np.asarray(out[1], dtype=np.float64)),
                                      np.asarray(out[0])),
-                        setup, {"rng": "jax.random.uniform "
-                                f"({jax.config.jax_default_prng_impl})"})
+                        setup, {"rng": rng})
 
 
 def _cost(compiled) -> dict[str, float]:
@@ -639,7 +663,7 @@ def accelerator_rows(device, cases: list[Case], repeats: int, seed: int,
     log weight, all of the case dtype. The fraction compares ``events/s * bytes`` with the
     bandwidth of an elementwise ``x + 1`` (read + write) on the same device.
     """
-    peer = JaxnisPeer(device)
+    peer = JaxnisPeer("single", device=device)  # a GPU wants the whole batch at once
     bw = copy_bandwidth(device, nbytes=bandwidth_bytes)
     rows = []
     for case in cases:
@@ -701,18 +725,21 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     out = []
     for key, by_peer in sorted(_table_rows(rows).items(), key=lambda kv: _case_order(kv[0])):
         algo, n, massive, dtype = key
-        j, m, p = (by_peer.get(k) for k in PEERS)
+        j, j1, m, p = (by_peer.get(k) for k in PEERS)
         out.append([
             ALGOS[algo], n, "massive" if massive else "massless", dtype,
-            _common.si(_rate(j)), _common.si(_rate(m)) if _rate(m) else "n/a",
-            _common.si(_rate(p)), _fmt_ratio(_rate(j), _rate(m)), _fmt_ratio(_rate(j), _rate(p)),
+            _common.si(_rate(j)), _common.si(_rate(j1)) if _rate(j1) else "-",
+            _common.si(_rate(m)) if _rate(m) else "n/a",
+            _common.si(_rate(p)), _fmt_ratio(_rate(j), _rate(m)), _fmt_ratio(_rate(j1), _rate(m)),
+            _fmt_ratio(_rate(j), _rate(p)),
             f"{j['setup_s']:.2f}" if j and j.get("setup_s") is not None else "-",
             f"{m['setup_s']:.4f}" if m and m.get("setup_s") is not None else "-",
         ])
     return _common.markdown_table(
-        ["algorithm", "n", "masses", "dtype", "jaxnis ev/s", "MadSpace ev/s", "NumPy ev/s",
-         "jaxnis/MadSpace", "jaxnis/NumPy", "jaxnis compile s", "MadSpace setup s"],
-        out, "llll" + "r" * 7)
+        ["algorithm", "n", "masses", "dtype", "jaxnis ev/s", "jaxnis 1 call ev/s",
+         "MadSpace ev/s", "NumPy ev/s", "jaxnis/MadSpace", "1 call/MadSpace", "jaxnis/NumPy",
+         "jaxnis compile s", "MadSpace setup s"],
+        out, "llll" + "r" * 9)
 
 
 def validation_table(rows: list[dict[str, Any]]) -> str:
@@ -739,43 +766,68 @@ def validation_table(rows: list[dict[str, Any]]) -> str:
         cells.append("yes" if ok else "**NO**")
         out.append(cells)
     head = ["algorithm", "n", "masses", "dtype", "volume"]
-    for peer in ("jaxnis", "MadSpace", "NumPy"):
-        head += [f"{peer} <w>/vol", f"{peer} max Δp / Δm²"]
-    return _common.markdown_table(head + ["ok"], out, "llll" + "r" * 7 + "c")
+    for peer in PEERS:
+        head += [f"{PEER_LABELS[peer]} <w>/vol", f"{PEER_LABELS[peer]} max Δp / Δm²"]
+    return _common.markdown_table(head + ["ok"], out, "llll" + "r" * (1 + 2 * len(PEERS)) + "c")
+
+
+def variant_label(name: str) -> str:
+    """Readable name of a call-variants peer."""
+    fixed = {"madspace": "MadSpace FastRambo", "jaxnis": "jaxnis (library chunked evaluator)",
+             "jaxnis_single": "jaxnis, 1 call on the whole batch",
+             "jaxnis_batch_minor": "jaxnis, 1 call, batch-minor layout"}
+    if name in fixed:
+        return fixed[name]
+    return f"jaxnis, chunks of {int(name.rsplit('_', 1)[1]):,}"
 
 
 def variants_section(rows: list[dict[str, Any]], chunk) -> str:
-    """jaxnis called three ways (whole batch, chunked, batch-minor) next to MadSpace."""
+    """jaxnis called several ways (chunk sizes, one call, batch-minor) next to MadSpace."""
     out = []
-    names = ("madspace", "jaxnis", "jaxnis_chunked", "jaxnis_batch_minor")
     for key, by_peer in sorted(_table_rows(rows).items(), key=lambda kv: _case_order(kv[0])):
         algo, n, massive, dtype = key
-        m, j, jc, jm = (_rate(by_peer.get(k)) for k in names)
-        cpu = {k: by_peer[k].get("events_per_cpu_s") if k in by_peer else None for k in names}
-        out.append([ALGOS[algo], n, dtype, _common.si(m), _common.si(j), _common.si(jc),
-                    _common.si(jm), _fmt_ratio(j, m), _fmt_ratio(jc, m), _fmt_ratio(jm, m),
-                    _fmt_ratio(cpu["jaxnis_chunked"], cpu["madspace"])])
+        m = by_peer.get("madspace")
+
+        def order(name):
+            if name.startswith("jaxnis_chunk_"):
+                return (1, int(name.rsplit("_", 1)[1]))
+            return ({"madspace": 0, "jaxnis": 2, "jaxnis_single": 3}.get(name, 4), 0)
+
+        for name in sorted(by_peer, key=order):
+            row = by_peer[name]
+            if "events_per_s" not in row:
+                continue
+            out.append([ALGOS[algo], n, dtype, variant_label(name),
+                        _common.si(row["events_per_s"]),
+                        _fmt_ratio(row["events_per_s"], _rate(m)),
+                        _fmt_ratio(row.get("events_per_cpu_s"),
+                                   m.get("events_per_cpu_s") if m else None),
+                        f"{row['setup_s']:.4g}" if row.get("setup_s") is not None else "-"])
     return ("## jaxnis call variants (massless RAMBO-on-diet)\n\n"
-            "The same per-event code called three ways, side by side with MadSpace in this run: "
-            "the whole batch in one `jit(vmap)` call (main table); **chunked**: consecutive "
-            f"`jit(vmap)` calls on {chunk} events each, dispatched asynchronously and "
-            "concatenated into one `[N, n, 4]` array (same output as the main table); "
-            "**batch-minor**: `vmap(m.forward, in_axes=(1, None), out_axes=-1)` on `r [d, N]`, "
-            "momenta `[n, 4, N]` (a different output layout). XLA's CPU backend writes every "
-            "intermediate with several uses to memory as a full-batch array; in chunks of "
-            "~1e4 events they stay in cache.\n\n"
+            "The same per-event code called several ways, interleaved with MadSpace in this "
+            f"run. The main table's `jaxnis` rows use the library's chunked evaluator "
+            f"(`jaxnis.batching.BatchEvaluator`, chunks of {chunk} events, dispatched "
+            "asynchronously and concatenated into one `[N, n, 4]` array); the chunk-size rows "
+            "are the same evaluator with other chunks; **1 call**: one `jit(vmap)` call on the "
+            "whole batch; **batch-minor**: one call of `vmap(m.forward, in_axes=(1, None), "
+            "out_axes=-1)` on `r [d, N]`, momenta `[n, 4, N]` (a different output layout). "
+            "XLA's CPU backend writes every intermediate with several uses to memory as a "
+            "full-batch array; in chunks of ~1e4 events they stay in cache.\n\n"
             + _common.markdown_table(
-                ["algorithm", "n", "dtype", "MadSpace ev/s", "jaxnis ev/s", "chunked ev/s",
-                 "batch-minor ev/s", "jaxnis/MadSpace", "chunked/MadSpace",
-                 "batch-minor/MadSpace", "chunked/MadSpace (CPU time)"], out, "lll" + "r" * 8))
+                ["algorithm", "n", "dtype", "call", "ev/s", "/MadSpace",
+                 "/MadSpace (CPU time)", "compile s"], out, "llll" + "r" * 4))
 
 
 def target_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     algo, n, massive, dtype = TARGET
     by_peer = _table_rows(rows).get((algo, n, massive, dtype), {})
     j, m = _rate(by_peer.get("jaxnis")), _rate(by_peer.get("madspace"))
+    j1 = _rate(by_peer.get("jaxnis_single"))
     out = {"case": {"algo": algo, "n": n, "massive": massive, "dtype": dtype},
-           "jaxnis_events_per_s": j, "madspace_events_per_s": m}
+           "jaxnis_events_per_s": j, "madspace_events_per_s": m,
+           "jaxnis_single_events_per_s": j1,
+           "single_ratio": j1 / m if j1 and m else None,
+           "chunk": (by_peer.get("jaxnis", {}).get("info") or {}).get("chunk")}
     if j and m:
         ratio = j / m
         jt = by_peer["jaxnis"]["samples_s"]
@@ -825,8 +877,13 @@ def markdown_report(payload: dict[str, Any]) -> str:
         "`FastRamboMapping.forward_function()` records), float64 only, RAMBO-on-diet only; "
         "its rows were checked to equal `map_forward`: "
         f"{s.get('madspace_same_as_mapping_api', 'n/a')}.\n"
-        "- jaxnis: `jax.jit(jax.vmap(m.forward, in_axes=(0, None)))`; compile time = "
-        "`lower(...).compile()`. MadSpace set-up = graph build + `FunctionRuntime`.\n"
+        "- jaxnis: `jax.vmap(m.forward, in_axes=(0, None))` evaluated by the library's "
+        "chunked evaluator `jaxnis.batching.BatchEvaluator` (chunks of "
+        f"{s.get('jax_chunk')} events, one compiled program, outputs concatenated into "
+        "`[N, n, 4]`); compile time = `evaluator.lower(r, cond).compile()`, reported apart "
+        "and not in the rate. **jaxnis 1 call**: the same function as one `jax.jit` call on "
+        "the whole batch (compile time of that program in the JSON). MadSpace set-up = graph "
+        "build + `FunctionRuntime`.\n"
         + _source_line(payload.get("source", {})))
     t = payload.get("target", {})
     if t.get("ratio") is not None:
@@ -836,9 +893,13 @@ def markdown_report(payload: dict[str, Any]) -> str:
             f"{_common.si(t['jaxnis_events_per_s'])} events/s vs MadSpace "
             f"{_common.si(t['madspace_events_per_s'])} events/s: ratio "
             f"**{t['ratio']:.2f}** (median wall times; {t['ratio_from_min_times']:.2f} from the "
-            f"fastest calls, {t['ratio_cpu_time']:.2f} from process CPU time per call). "
+            f"fastest calls, {t['ratio_cpu_time']:.2f} from process CPU time per call), "
+            f"jaxnis through `BatchEvaluator` in chunks of {t.get('chunk')} events. "
             f"Target >= 1: {'met' if t['met'] else 'NOT met'}; aim 1.5: "
-            f"{'met' if t['aim_1p5_met'] else 'not met'}.")
+            f"{'met' if t['aim_1p5_met'] else 'not met'}."
+            + (" The same map as one jitted call on the whole batch: "
+               f"{_common.si(t['jaxnis_single_events_per_s'])} events/s, ratio "
+               f"{t['single_ratio']:.2f}." if t.get("single_ratio") else ""))
     sections.append("## Events per second (CPU)\n\n" + speed_table(rows))
     sections.append(
         "## Equal work: validation\n\n"
@@ -900,6 +961,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="n of the random-numbers-included table")
     ap.add_argument("--variant-n", type=int, nargs="+", default=[4, 8],
                     help="n of the jaxnis call-variants table")
+    ap.add_argument("--chunk-sweep", type=int, nargs="*", default=[4096, 8192, 32768, 65536],
+                    help="other chunk sizes timed in the call-variants table")
+    ap.add_argument("--rows", nargs="+", default=None, metavar="ALGO:N:MASSES:DTYPE",
+                    help="only these rows of the main table, e.g. diet:4:massless:float64 "
+                         "('*' matches anything; 'target' is the target row); the tables of "
+                         "random numbers and call variants follow --n and --variant-n")
     ap.add_argument("--n", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8])
     ap.add_argument("--algos", nargs="+", choices=list(ALGOS), default=list(ALGOS))
     ap.add_argument("--masses", nargs="+", choices=["massless", "massive"],
@@ -913,8 +980,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-rng", action="store_true", help="skip the RNG-included table")
     ap.add_argument("--no-variants", action="store_true",
                     help="skip the jaxnis call-variants table (chunked, batch-minor layout)")
-    ap.add_argument("--jax-chunk", type=int, default=16384,
-                    help="events per jitted call in the chunked jaxnis variant")
+    ap.add_argument("--jax-chunk", type=int, default=None,
+                    help="events per chunk of the jaxnis evaluator (default: the library's "
+                         "DEFAULT_CHUNK)")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU measurement")
     ap.add_argument("--gpu-batch", type=int, default=None, help="GPU batch (default 1e7)")
     ap.add_argument("--seed", type=int, default=20240607)
@@ -934,7 +1002,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [n for n in args.n if n < 3 or n > len(MASSES)]
     if bad:
         ap.error(f"--n values {bad} outside 3..{len(MASSES)}")
+    try:
+        args.rows = None if args.rows is None else [parse_row(x) for x in args.rows]
+    except ValueError as exc:
+        ap.error(str(exc))
     return args
+
+
+def parse_row(spec: str) -> tuple[str, str, str, str]:
+    """``"algo:n:masses:dtype"`` (``*`` for any) or ``"target"`` -> a 4-tuple of strings."""
+    if spec == "target":
+        algo, n, massive, dtype = TARGET
+        return algo, str(n), "massive" if massive else "massless", dtype
+    parts = tuple(spec.split(":"))
+    allowed = (set(ALGOS), None, {"massless", "massive"}, {"float32", "float64"})
+    ok = len(parts) == 4 and all(
+        p == "*" or (p.isdigit() if choices is None else p in choices)
+        for p, choices in zip(parts, allowed, strict=True))
+    if not ok:
+        raise ValueError(f"--rows entry {spec!r} is not ALGO:N:MASSES:DTYPE, e.g. "
+                         "diet:4:massless:float64 ('*' for any), or 'target'")
+    return parts
+
+
+def row_selected(case: Case, rows) -> bool:
+    """Whether ``case`` matches one of the ``--rows`` patterns (``None``: every case)."""
+    if rows is None:
+        return True
+    have = (case.algo, str(case.n), "massive" if case.massive else "massless", case.dtype)
+    return any(all(p in ("*", h) for p, h in zip(pat, have, strict=True)) for pat in rows)
 
 
 def main(argv=None, log=print) -> dict[str, Any]:
@@ -947,12 +1043,17 @@ def main(argv=None, log=print) -> dict[str, Any]:
     threads = _common.limit_cores(args.threads)  # before JAX starts its thread pool
     import jax
 
+    if args.jax_chunk is None:
+        from jaxnis.batching import DEFAULT_CHUNK
+
+        args.jax_chunk = DEFAULT_CHUNK
+
     if "float64" in args.dtypes and not jax.config.read("jax_enable_x64"):
         jax.config.update("jax_enable_x64", True)  # scripts may; the library never does
     machine = _common.machine_info()
     settings = {
         "batch": args.batch, "repeats": args.repeats, "target_repeats": args.target_repeats,
-        "n": args.n, "algos": args.algos,
+        "n": args.n, "algos": args.algos, "rows": args.rows, "chunk_sweep": args.chunk_sweep,
         "masses": args.masses, "dtypes": args.dtypes, "peers": args.peers,
         "threads": threads, "numpy_chunk": args.numpy_chunk, "jax_chunk": args.jax_chunk,
         "sqrt_s": SQRT_S,
@@ -965,7 +1066,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
     skipped_peers: dict[str, str] = {}
     for name in args.peers:
         try:
-            peers[name] = {"jaxnis": lambda: JaxnisPeer(),
+            peers[name] = {"jaxnis": lambda: JaxnisPeer("chunked", args.jax_chunk),
+                           "jaxnis_single": lambda: JaxnisPeer("single"),
                            "madspace": lambda: MadSpacePeer(threads),
                            "numpy": lambda: NumpyPeer(threads, args.numpy_chunk)}[name]()
         except Skip as exc:
@@ -982,6 +1084,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     cases = [Case(algo, n, mass == "massive", dtype, args.batch)
              for algo in args.algos for dtype in args.dtypes for mass in args.masses
              for n in args.n]
+    cases = [c for c in cases if row_selected(c, args.rows)]
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for case in cases:
@@ -1004,9 +1107,11 @@ def main(argv=None, log=print) -> dict[str, Any]:
     if (not args.no_variants and "jaxnis" in peers and "diet" in args.algos
             and "massless" in args.masses):
         dtype = "float64" if "float64" in args.dtypes else args.dtypes[0]
-        vpeers = {k: v for k, v in peers.items() if k in ("jaxnis", "madspace")}
-        vpeers["jaxnis_chunked"] = JaxnisPeer(chunk=args.jax_chunk)
-        vpeers["jaxnis_batch_minor"] = JaxnisPeer(layout="batch_minor")
+        vpeers = {k: v for k, v in peers.items() if k in ("jaxnis", "jaxnis_single", "madspace")}
+        for c in args.chunk_sweep:
+            if c != args.jax_chunk:
+                vpeers[f"jaxnis_chunk_{c}"] = JaxnisPeer("chunked", c)
+        vpeers["jaxnis_batch_minor"] = JaxnisPeer("batch_minor")
         for n in [n for n in args.n if n in args.variant_n] or args.n[:1]:
             variant_rows += run_case(Case("diet", n, False, dtype, args.batch), vpeers,
                                      args.repeats, args.seed, log)

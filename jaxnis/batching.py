@@ -5,9 +5,9 @@ intermediate that has more than one use as an ``[N]`` array to memory: a phase-s
 with a few hundred such scalars per event moves kilobytes per event through DRAM, and for
 ``N ~ 1e6`` that memory traffic, not the arithmetic, sets the speed. Calling the same
 compiled function on consecutive chunks of ``~1e4`` events keeps the intermediates in the
-cache. Measured on 2 cores for RAMBO on diet, ``n = 4``, float64, ``N = 1e6``: about 3x
-the events per second of the single call (``benchmarks/results/phase_space.md``, table of
-call variants).
+cache. Measured on 2 shared cores for RAMBO on diet, ``n = 4``, float64, ``N = 1e6``:
+2.8x the events per second of the single call and 1.8x its events per CPU-second
+(``benchmarks/results/phase_space.md``).
 
 :class:`BatchEvaluator` does this for any function whose inputs and outputs are pytrees
 of arrays with a leading batch axis:
@@ -54,10 +54,12 @@ import numpy as np
 
 from jaxnis.types import PyTree
 
-# Events per chunk on the CPU. Measured for RAMBO on diet, n = 4, float64, N = 1e6 on 2 shared
-# cores (M events/s): one call 0.68; chunks of 4096: 1.67, 16384: 2.00, 32768: 1.93,
-# 65536: 1.60. Small chunks lose to per-call overhead, large ones to cache misses; with ~100
-# live [chunk] float64 intermediates, 16384 events is ~10 MB, the size of a last-level cache.
+# Events per chunk on the CPU, from the chunk sweep of benchmarks/phase_space.py (RAMBO on diet,
+# massless, float64, N = 1e6, 2 heavily shared cores): events per process-CPU-second relative
+# to MadSpace in the same run, chunks of 4096 / 8192 / 16384 / 32768 / 65536 and one call:
+# n = 4: 0.67 / 0.88 / 0.89 / 0.95 / 0.88, one call 0.50; n = 8: 0.39 / 0.42 / 0.42 / 0.38 /
+# 0.25, one call 0.27. Small chunks lose to per-call overhead, large ones to cache misses (the
+# n = 4 program keeps ~35 [chunk] float64 arrays: 16384 events is ~5 MB, L2/L3-sized).
 DEFAULT_CHUNK = 16384
 
 

@@ -38,12 +38,15 @@ def test_numpy_diet_mass_root(k, dtype):
     assert np.all((x > 0) & (x < 1))
 
 
-def _run(tmp_path, name: str, dtype: str, algo: str, ns: list[str]) -> dict:
+def _run(tmp_path, name: str, dtype: str, algo: str, ns: list[str],
+         extra: tuple[str, ...] = ()) -> dict:
     # Massless rows, no RNG or variants table: each jaxnis case costs one compilation, the
-    # slow part of this test, so RAMBO runs at n = 3 only.
+    # slow part of this test, so RAMBO runs at n = 3 only. The evaluator runs in chunks of
+    # 256: three full chunks and an overlapping last one.
     argv = ["--n", *ns, "--algos", algo, "--batch", "1000", "--repeats", "1",
             "--peers", "numpy", "jaxnis", "--dtypes", dtype, "--masses", "massless",
-            "--no-rng", "--no-variants", "--no-gpu", "--out", str(tmp_path), "--name", name]
+            "--jax-chunk", "256", "--no-rng", "--no-variants", "--no-gpu",
+            "--out", str(tmp_path), "--name", name, *extra]
     payload = phase_space.main(argv, log=lambda *_: None)
     data = json.loads((tmp_path / f"{name}.json").read_text())
     assert data["validation_passed"] is True and payload["validation_passed"] is True
@@ -54,7 +57,9 @@ def test_phase_space_benchmark_smoke(tmp_path, dtype):
     pytest.importorskip("jaxnis.phasespace.rambo")
     name = jnp.dtype(dtype).name
     data = _run(tmp_path, "smoke", name, "diet", ["3", "4"])
-    rambo = _run(tmp_path, "smoke_rambo", name, "rambo", ["3"])
+    # --rows keeps RAMBO n = 3 of the n = 3, 4 grid; the single-call peer runs there only.
+    rambo = _run(tmp_path, "smoke_rambo", name, "rambo", ["3", "4"],
+                 ("--rows", f"rambo:3:*:{name}", "--peers", "numpy", "jaxnis", "jaxnis_single"))
 
     assert (tmp_path / "smoke.md").read_text().count("RAMBO-on-diet") >= 4
     assert data["settings"]["batch"] == 1000 and data["settings"]["dtypes"] == [name]
@@ -66,7 +71,8 @@ def test_phase_space_benchmark_smoke(tmp_path, dtype):
     got = {(r["peer"], r["algo"], r["n"], r["massive"]) for r in timed}
     want = {(p, a, n, False) for p in ("numpy", "jaxnis")
             for a, n in (("diet", 3), ("diet", 4), ("rambo", 3))}
-    assert got == want
+    assert got == want | {("jaxnis_single", "rambo", 3, False)}
+    assert {r["info"]["chunk"] for r in timed if r["peer"] == "jaxnis"} == {256}
     for row in timed:
         assert math.isfinite(row["events_per_s"]) and row["events_per_s"] > 0
         v = row["validation"]
@@ -79,6 +85,17 @@ def test_phase_space_benchmark_smoke(tmp_path, dtype):
     md = (tmp_path / "smoke.md").read_text()
     phase_space.main(["--render-only", "--out", str(tmp_path), "--name", "smoke"])
     assert (tmp_path / "smoke.md").read_text() == md
+
+
+def test_rows_filter():
+    case = phase_space.Case("diet", 4, False, "float64", 10)
+    assert phase_space.row_selected(case, None)
+    assert phase_space.row_selected(case, [phase_space.parse_row("target")])
+    assert phase_space.row_selected(case, [phase_space.parse_row("*:4:*:float64")])
+    assert not phase_space.row_selected(case, [phase_space.parse_row("diet:4:massive:*")])
+    for bad in ("diet:4:massless", "diet:x:massless:float64", "rambo:4:light:float64"):
+        with pytest.raises(ValueError, match="is not ALGO:N:MASSES:DTYPE"):
+            phase_space.parse_row(bad)
 
 
 def test_massive_validation_catches_a_wrong_weight():
