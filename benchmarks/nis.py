@@ -26,7 +26,7 @@ final sample of events from the frozen sampler:
 
 The tools:
 
-* **jaxnis**: ``jaxnis.integrate.Integrator`` (``train`` for the survey, ``sample`` for the
+* **jaxnis**: ``jaxnis.integrate.Integrator`` (``train`` for the survey, ``refine`` for the
   final events), a coupling flow with binary masks, rational-quadratic splines of 10 bins,
   conditioners with two hidden layers of 32 (three linear layers), Adam with a cosine
   decay from the learning rate to a tenth over the survey, variance loss (stratified over
@@ -144,7 +144,7 @@ def binary_masks(dim: int) -> np.ndarray:
 
 
 def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Survey with ``Integrator.train``, final events with ``Integrator.sample``."""
+    """Survey with ``Integrator.train``, final events with ``Integrator.refine``."""
     import jax
 
     from jaxnis.integrate import Integrator
@@ -163,9 +163,9 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
     k_train, k_final = jax.random.split(jax.random.key(seed))
     history = integ.train(k_train, n_steps)
     t_train = time.perf_counter() - t0
-    r, channel, w = integ.sample(k_final, n_batches)
-    raw = np.asarray(w, np.float64)
-    channel = np.asarray(channel)
+    refined = integ.refine(k_final, n_batches)  # frozen sampler, the survey's program
+    raw = np.asarray(refined.weights, np.float64).reshape(-1)
+    channel = np.asarray(refined.channel).reshape(-1)
     wall = time.perf_counter() - t0
     value, error = stratified_estimate(raw, channel)
     events = channel_event_weights(raw, channel)
@@ -455,9 +455,9 @@ def markdown(payload: dict[str, Any]) -> list[str]:
 TOOL_NOTES = {
     "jaxnis": "jaxnis: `Integrator(f or process.multichannel(), batch_size, learning_rate, "
               "flow={n_bins, hidden, masks='binary'})`, `.train(key, steps)` then "
-              "`.sample(key, batches)`; float32; variance loss (stratified over channels), "
-              "uniform warm-up, learned channel weights on the prior; Adam with cosine decay "
-              "to 0.1 x lr.",
+              "`.refine(key, batches)` (the frozen sampler); float32; variance loss "
+              "(stratified over channels), uniform warm-up, learned channel weights on the "
+              "prior; Adam with cosine decay to 0.1 x lr.",
     "vegas": "vegas: `vegas.Integrator` defaults (alpha 0.5, beta 0.75, VEGAS+ "
              "stratification) on the NumPy integrand (float64), adaptive iterations over the "
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "

@@ -33,6 +33,7 @@ import optax
 from jaxnis import channels as ch
 from jaxnis import estimators
 from jaxnis.flows.flow import make_flow
+from jaxnis.flows.splines import RationalQuadraticSpline
 from jaxnis.train import Trainer, TrainState, make_trainer, single_channel
 from jaxnis.types import Array, PRNGKey, PyTree
 
@@ -87,6 +88,32 @@ class Result(NamedTuple):
         return "\n".join(lines)
 
 
+class Refined(NamedTuple):
+    """Output of :meth:`Integrator.refine`.
+
+    Attributes:
+        combined: :class:`jaxnis.estimators.Combined` over the refine iterations.
+        values: ``[n_iter]`` per-iteration estimates.
+        errors: ``[n_iter]`` their errors.
+        unweighting_efficiency: ``<|w|> / w_max`` of all refine weights (see
+            :class:`Result`).
+        weights: ``[n_iter, N]`` event weights (per iteration, their stratified mean over
+            channels is the estimate).
+        channel: ``[n_iter, N]`` channel of each event.
+        n_nonfinite: non-finite integrand values met.
+        channel_value: ``[C]`` per-channel contributions of the last iteration.
+    """
+
+    combined: estimators.Combined
+    values: np.ndarray
+    errors: np.ndarray
+    unweighting_efficiency: float
+    weights: np.ndarray
+    channel: np.ndarray
+    n_nonfinite: int
+    channel_value: np.ndarray
+
+
 class _Progress:
     """A one-line progress display (rewritten in place on a terminal)."""
 
@@ -116,6 +143,57 @@ class _Progress:
         self.stream.flush()
 
 
+def _off_the_slope_kink(flow, params, stuck: bool | None = None):
+    """Move the spline slopes' raw parameters from exactly 0 to ``1e-3`` where that matters.
+
+    A flow starts as the identity with every raw spline parameter 0 (zero output layers). If
+    the slope map ``raw -> d`` has a zero derivative at exactly ``raw = 0`` (a tie in a
+    ``max(raw, 0)`` / ``|raw|`` form of the softplus), the gradient reaching the slope outputs
+    is 0 there, they stay 0 for the whole training and only widths and heights learn. Checked
+    here once per flow; when it happens the output biases of the slopes are set to ``1e-3``
+    (knot slopes ``1 + 7e-4``: the start is the identity to that accuracy, and the gradient
+    there is the analytic ``sigmoid(raw) / log 2``).
+    """
+    if stuck is None:
+        stuck = _slope_gradient_vanishes_at_zero(flow)
+    if not stuck:
+        return params
+    transform = flow.transform
+    k, n_par = transform.n_bins, transform.n_params
+    out = params["layers"]["params"]["output"]
+    bias = out["bias"].reshape(out["bias"].shape[0], -1, n_par)
+    bias = bias.at[..., 2 * k:].add(1e-3).reshape(out["bias"].shape)
+    layers = dict(params["layers"]["params"], output=dict(out, bias=bias))
+    return dict(params, layers=dict(params["layers"], params=layers))
+
+
+def _slope_gradient_vanishes_at_zero(flow) -> bool:
+    """Whether the flow's spline slope has a zero derivative at raw parameter 0 (eager)."""
+    transform = flow.transform
+    if not isinstance(transform, RationalQuadraticSpline):
+        return False
+    slope = jax.jit(jax.grad(lambda r: transform.knots(r)[2][0]))
+    return float(slope(jnp.zeros(transform.n_params, jnp.float32))[2 * transform.n_bins]) == 0.0
+
+
+@jax.jit
+def _refine_summary(values: Array, errors: Array, w: Array):
+    """The combination of the refine iterations and the unweighting efficiency
+    ``<|w|> / w_max`` (``w_max``: the ``1e-3`` cross-section-fraction maximum), one program."""
+    w_max = estimators.max_weight_xs_fraction(w, 1e-3)
+    return (estimators.combine(values, errors),
+            estimators.unweighting_metrics(w, w_max).efficiency)
+
+
+def _combine_numpy(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """Inverse-variance mean and error on the host (for the progress line only)."""
+    ok = errors > 0
+    if not np.any(ok):
+        return float(np.mean(values)) if values.size else 0.0, 0.0
+    wgt = 1.0 / errors[ok] ** 2
+    return float(np.sum(wgt * values[ok]) / np.sum(wgt)), float(np.sum(wgt) ** -0.5)
+
+
 class Integrator:
     """Neural importance sampling of a function on ``[0, 1]^dim`` or of a multi-channel process.
 
@@ -137,6 +215,8 @@ class Integrator:
         uniform_warmup: sample uniformly until the flow's loss beats uniform sampling.
         trainer_options: further keyword arguments for :func:`jaxnis.train.make_trainer`.
         progress: show a progress line on stderr.
+        steps_per_call: steps (or refine iterations) per call of the compiled program, which
+            scans over them; the progress line is updated between calls.
     """
 
     def __init__(
@@ -156,6 +236,7 @@ class Integrator:
         uniform_warmup: bool = True,
         trainer_options: dict[str, Any] | None = None,
         progress: bool = True,
+        steps_per_call: int = 25,
     ):
         if isinstance(f, ch.MultiChannelIntegrand):
             integrand = f
@@ -167,6 +248,9 @@ class Integrator:
         self.theta = theta
         self.batch_size = batch_size
         self.progress = progress
+        if steps_per_call < 1:
+            raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+        self.steps_per_call = steps_per_call
         self.learning_rate = learning_rate
         self._optimizer = optimizer
         n_ch = integrand.n_channels
@@ -188,59 +272,120 @@ class Integrator:
         self._active: Any = None
 
     def _trainer(self, n_survey: int):
+        """The trainer and its compiled programs for a survey of ``n_survey`` steps.
+
+        Two programs per survey length (the learning-rate schedule depends on it): ``init``
+        and ``chunk``, which runs up to ``steps_per_call`` steps under ``lax.scan``. Survey
+        and refine iterations share ``chunk`` (a refine iteration is a step with the update
+        switched off, a traced flag), so nothing is recompiled between the two phases.
+        """
         if n_survey not in self._compiled:
+            # Every step makes 1 + buffered_steps optimizer updates: the schedule spans them all.
+            n_updates = max(n_survey, 1) * (1 + self._trainer_kwargs["buffered_steps"])
             optimizer = self._optimizer or optax.adam(
-                optax.cosine_decay_schedule(self.learning_rate, max(n_survey, 1), alpha=0.1)
+                optax.cosine_decay_schedule(self.learning_rate, n_updates, alpha=0.1)
             )
             trainer = make_trainer(self.integrand, self.flow, optimizer, **self._trainer_kwargs)
-            self._compiled[n_survey] = (trainer, jax.jit(trainer.step), jax.jit(trainer.sample))
+            length = self.steps_per_call
+            flow = self.flow
+
+            stuck = _slope_gradient_vanishes_at_zero(flow)
+
+            def init(key):
+                # trainer.init draws the flow from the first of these keys
+                flow_params = flow.init(jax.random.split(key, 3)[0])
+                return trainer.init(key, _off_the_slope_kink(flow, flow_params, stuck))
+
+            def chunk(key, state, theta, train, n_valid):
+                def body(state, xs):
+                    k, i = xs
+
+                    def run(state):
+                        return trainer.step(k, state, theta, train)
+
+                    def idle(state):
+                        # Past n_valid (the last chunk of a run): nothing evaluated.
+                        info = jax.eval_shape(run, state)[1]
+                        return state, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), info)
+
+                    return jax.lax.cond(i < n_valid, run, idle, state)
+
+                xs = (jax.random.split(key, length), jnp.arange(length))
+                return jax.lax.scan(body, state, xs)
+
+            self._compiled[n_survey] = (trainer, jax.jit(init), jax.jit(chunk),
+                                        jax.jit(trainer.sample))
         self._active = self._compiled[n_survey]
         return self._active
 
+    def _run(self, key: PRNGKey, n: int, train: bool, bar: _Progress, text) -> list[Any]:
+        """``n`` steps (``train``) or frozen iterations through the shared chunk program."""
+        _, _, chunk, _ = self._active
+        rows: list[Any] = []
+        done = 0
+        for k in jax.random.split(key, -(-n // self.steps_per_call)) if n else []:
+            n_valid = min(self.steps_per_call, n - done)
+            self.state, info = chunk(k, self.state, self.theta, train, n_valid)
+            info = jax.tree.map(lambda x, m=n_valid: np.asarray(x)[:m], info)
+            rows.append(info)
+            done += n_valid
+            if bar.enabled:
+                bar.update(done, text(info))
+        return rows
+
     def train(self, key: PRNGKey, n_steps: int) -> dict[str, np.ndarray]:
         """Survey: ``n_steps`` training steps from a fresh state. Returns the history."""
-        trainer, step, _ = self._trainer(n_steps)
+        _, init, _, _ = self._trainer(n_steps)
         k_init, k_steps = jax.random.split(key)
-        self.state = trainer.init(k_init)
-        keys = jax.random.split(k_steps, n_steps)
+        self.state = init(k_init)
         bar = _Progress(n_steps, "survey", self.progress)
-        rows: list[Any] = []
-        for i in range(n_steps):
-            self.state, info = step(keys[i], self.state, self.theta)
-            rows.append(info)
-            if bar.enabled:
-                bar.update(i + 1, f"loss {float(info.loss):.3g}  "
-                           f"I = {float(info.value):.5g} +- {float(info.error):.2g}")
+        rows = self._run(
+            k_steps, n_steps, True, bar,
+            lambda i: f"loss {i.loss[-1]:.3g}  I = {i.value[-1]:.5g} +- {i.error[-1]:.2g}",
+        )
         self.n_eval += n_steps * self.batch_size
         if not rows:
-            return {k: np.zeros(0) for k in ("loss", "value", "error", "use_flow")}
-        stacked = jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *rows)
-        return {"loss": stacked.loss, "value": stacked.value, "error": stacked.error,
-                "use_flow": stacked.use_flow, "n_nonfinite": stacked.n_nonfinite}
+            return {k: np.zeros(0) for k in ("loss", "value", "error", "use_flow", "n_nonfinite")}
+        h = {k: np.concatenate([getattr(r, k) for r in rows])
+             for k in ("loss", "value", "error", "use_flow", "n_nonfinite")}
+        return h
 
     def refine(self, key: PRNGKey, n_iter: int):
-        """Refine: ``n_iter`` batches from the frozen sampler, combined over iterations."""
+        """Refine: ``n_iter`` batches from the frozen sampler, combined over iterations.
+
+        Returns a :class:`Refined` (the combination, per-iteration estimates, and the event
+        weights ``[n_iter, N]`` with their channels).
+        """
         if self.state is None:
             raise RuntimeError("train (survey) before refine")
-        _, _, sample = self._active
-        acc = estimators.combine_init()
-        values, errors, all_w = [], [], []
-        n_bad = 0
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be >= 1, got {n_iter}")
         bar = _Progress(n_iter, "refine", self.progress)
-        channel_value = np.zeros(self.integrand.n_channels)
-        for i, k in enumerate(jax.random.split(key, n_iter)):
-            batch, w, bad = sample(k, self.state, self.theta)
-            est = estimators.estimate_channels(w, batch.channel, self.integrand.n_channels)
-            acc = estimators.combine_update(acc, est.total.value, est.total.error)
-            values.append(float(est.total.value))
-            errors.append(float(est.total.error))
-            channel_value = np.asarray(est.value)
-            all_w.append(np.asarray(w))
-            n_bad += int(bad)
-            comb = estimators.combine_result(acc)
-            bar.update(i + 1, f"I = {float(comb.value):.6g} +- {float(comb.error):.2g}")
+        values: list[float] = []
+        errors: list[float] = []
+
+        def text(info):
+            values.extend(info.value.tolist())
+            errors.extend(info.error.tolist())
+            comb = _combine_numpy(np.asarray(values), np.asarray(errors))
+            return f"I = {comb[0]:.6g} +- {comb[1]:.2g}"
+
+        rows = self._run(key, n_iter, False, bar, text)
+        values = np.concatenate([r.value for r in rows])
+        errors = np.concatenate([r.error for r in rows])
         self.n_eval += n_iter * self.batch_size
-        return estimators.combine_result(acc), values, errors, all_w, n_bad, channel_value
+        weights = np.concatenate([r.weights for r in rows])
+        combined, efficiency = _refine_summary(values, errors, weights.reshape(-1))
+        return Refined(
+            combined=combined,
+            values=values,
+            errors=errors,
+            unweighting_efficiency=float(efficiency),
+            weights=weights,
+            channel=np.concatenate([r.channel for r in rows]),
+            n_nonfinite=int(sum(int(np.sum(r.n_nonfinite)) for r in rows)),
+            channel_value=np.asarray(rows[-1].channel_value[-1]),
+        )
 
     def integrate(
         self, key: PRNGKey | int = 0, *, n_survey: int = 200, n_refine: int = 10
@@ -260,10 +405,11 @@ class Integrator:
         self.n_eval = 0
         k_train, k_refine = jax.random.split(key)
         history = self.train(k_train, n_survey)
-        comb, values, errors, all_w, n_bad, channel_value = self.refine(k_refine, n_refine)
-        w = jnp.asarray(np.concatenate(all_w))
-        w_max = estimators.max_weight_xs_fraction(w, 1e-3)
-        eff = float(estimators.unweighting_metrics(w, w_max).efficiency)
+        refined = self.refine(k_refine, n_refine)
+        comb, values, errors = refined.combined, refined.values, refined.errors
+        n_bad, channel_value = refined.n_nonfinite, refined.channel_value
+        w = refined.weights.reshape(-1)
+        eff = refined.unweighting_efficiency
         value, error = float(comb.value), float(comb.error)
         message = ""
         if not np.any(np.asarray(w) != 0):
@@ -297,7 +443,7 @@ class Integrator:
         """
         if self.state is None:
             raise RuntimeError("train (survey) before sampling")
-        _, _, sample = self._active
+        _, _, _, sample = self._active
         out = [sample(k, self.state, self.theta) for k in jax.random.split(key, n_batches)]
         r = jnp.concatenate([b.r for b, _, _ in out])
         c = jnp.concatenate([b.channel for b, _, _ in out])
@@ -369,4 +515,4 @@ def integrate(
     return Integrator(f, dim, **options).integrate(key, n_survey=n_survey, n_refine=n_refine)
 
 
-__all__ = ["Integrator", "Result", "integrate", "survey_and_refine"]
+__all__ = ["Integrator", "Refined", "Result", "integrate", "survey_and_refine"]

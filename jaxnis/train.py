@@ -101,6 +101,9 @@ class TrainInfo(NamedTuple):
         n_nonfinite: int32 integrand values that were NaN or +inf (treated as zero).
         use_flow: bool, whether the batch came from the flow.
         uniform_loss: the loss of uniform sampling on this batch, when it was uniform.
+        weights: ``[N]`` event weights of the fresh batch (their stratified mean is
+            ``value``), so a frozen step (``update=False``) is a refine iteration.
+        channel: ``[N]`` int32 channel of each event.
     """
 
     loss: Array
@@ -111,6 +114,8 @@ class TrainInfo(NamedTuple):
     n_nonfinite: Array
     use_flow: Array
     uniform_loss: Array
+    weights: Array
+    channel: Array
 
 
 class Sampler(NamedTuple):
@@ -127,9 +132,13 @@ class Sampler(NamedTuple):
 
 
 class Trainer(NamedTuple):
-    """``init(key, flow_params=None) -> state`` and ``step(key, state, theta) -> (state, info)``.
+    """``init(key, flow_params=None) -> state`` and
+    ``step(key, state, theta, update=True) -> (state, info)``.
 
-    Also exposes ``sample(key, state, theta)`` (a fresh batch and its weights, no update).
+    ``update`` may be a traced boolean: with ``False`` the step draws and evaluates a fresh
+    batch and reports it (``info.weights``) but leaves the state unchanged, so survey and
+    refine iterations run through one compiled program. Also exposes
+    ``sample(key, state, theta)`` (a fresh batch and its weights, no update).
     """
 
     init: Callable[..., TrainState]
@@ -276,7 +285,7 @@ def make_trainer(
         batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
         return batch, n_bad
 
-    def update(params, opt_state, batch, log_q_sampled, active):
+    def optimise(params, opt_state, batch, log_q_sampled, active):
         value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
@@ -294,7 +303,7 @@ def make_trainer(
             params, opt_state = carry
             idx = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
             b = _Batch(*(x[idx] for x in buffer[:7]))
-            params, opt_state, _ = update(params, opt_state, b, b.log_q, active)
+            params, opt_state, _ = optimise(params, opt_state, b, b.log_q, active)
             return (params, opt_state), None
 
         (params, opt_state), _ = jax.lax.scan(
@@ -334,18 +343,36 @@ def make_trainer(
             step=jnp.zeros((), jnp.int32),
         )
 
-    def step(key: PRNGKey, state: TrainState, theta: PyTree = None):
-        k_draw, k_buf = jax.random.split(key)
-        batch, n_bad = draw(k_draw, state, theta)
-        w = weights(state.params, batch, state.active)
-        est = estimators.estimate_channels(w, batch.channel, n_ch, stratified=True)
-
-        params, opt_state, value = update(
+    def train_on(k_buf, state: TrainState, batch: _Batch):
+        params, opt_state, value = optimise(
             state.params, state.opt_state, batch, batch.log_q, state.active
         )
         buffer = push(state.buffer, batch)
         if buffered_steps:
             params, opt_state = buffered(k_buf, params, opt_state, buffer, state.active)
+        return params, opt_state, buffer, value
+
+    def step(key: PRNGKey, state: TrainState, theta: PyTree = None, update: Any = True):
+        k_draw, k_buf = jax.random.split(key)
+        batch, n_bad = draw(k_draw, state, theta)
+        w = weights(state.params, batch, state.active)
+        est = estimators.estimate_channels(w, batch.channel, n_ch, stratified=True)
+
+        frozen = not (isinstance(update, bool) and update)
+        if frozen:
+            # Only the update sits under the cond: the draw and the integrand are shared by
+            # both branches, so a frozen (refine) step costs no second compiled program.
+            update = jnp.asarray(update, dtype=bool)
+
+            def skip(k_buf, state, batch):
+                value = jnp.zeros((), dtype=est.value.dtype)
+                return state.params, state.opt_state, state.buffer, value
+
+            params, opt_state, buffer, value = jax.lax.cond(
+                update, train_on, skip, k_buf, state, batch
+            )
+        else:
+            params, opt_state, buffer, value = train_on(k_buf, state, batch)
 
         # The loss of uniform sampling is the loss on this batch with q = 1; on a uniform
         # batch the flow's own loss (value) is estimated through the ratio q / 1.
@@ -374,10 +401,19 @@ def make_trainer(
         info = TrainInfo(
             loss=value, value=est.total.value, error=est.total.error,
             channel_value=est.value, channel_error=est.error, n_nonfinite=n_bad,
-            use_flow=state.use_flow, uniform_loss=uniform_loss,
+            use_flow=state.use_flow, uniform_loss=uniform_loss, weights=w,
+            channel=batch.channel,
         )
         new_state = TrainState(params, opt_state, buffer, counts, active, sigma, use_flow,
                                state.step + 1)
+        if frozen:
+            new_state = new_state._replace(
+                counts=jnp.where(update, counts, state.counts),
+                active=jnp.where(update, active, state.active),
+                sigma=jnp.where(update, sigma, state.sigma),
+                use_flow=jnp.where(update, use_flow, state.use_flow),
+                step=jnp.where(update, state.step + 1, state.step),
+            )
         return new_state, info
 
     def _uniform_loss(batch: _Batch, state: TrainState):

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from jaxnis.flows.flow import make_flow
-from jaxnis.integrate import Integrator, integrate, survey_and_refine
+from jaxnis.integrate import Integrator, _off_the_slope_kink, integrate, survey_and_refine
 from jaxnis.train import make_trainer, single_channel
 
 # REFERENCES.md: camel with a = 0.2, integral [1/2 (erf(2/(3a)) + erf(1/(3a)))]^d.
@@ -81,3 +81,20 @@ def test_bad_arguments():
         Integrator(camel, 2, progress=False).integrate(0, n_refine=0)
     with pytest.raises(RuntimeError, match="before refine"):
         Integrator(camel, 2, progress=False).refine(jax.random.key(0), 1)
+
+
+def test_survey_and_refine_share_one_program_and_the_spline_slopes_learn():
+    integrator = Integrator(camel, 2, batch_size=64, progress=False, steps_per_call=4,
+                            flow={"n_bins": 4, "hidden": (8,)})
+    result = integrator.integrate(2, n_survey=6, n_refine=3)  # chunks of 4: 4 + 2, then 3
+    assert result.history["loss"].shape == (6,) and result.history["refine_value"].shape == (3,)
+    _, init, chunk, _ = integrator._active
+    assert chunk._cache_size() == 1 and init._cache_size() == 1
+    # The knot slopes are trained too (their raw outputs leave the starting value).
+    out = integrator.state.params["flow"]["layers"]["params"]["output"]
+    n_par = integrator.flow.transform.n_params
+    slopes = np.asarray(out["bias"]).reshape(out["bias"].shape[0], -1, n_par)[..., 2 * 4:]
+    start = np.asarray(_off_the_slope_kink(integrator.flow, integrator.flow.init(
+        jax.random.key(0)))["layers"]["params"]["output"]["bias"]).reshape(slopes.shape[0], -1,
+                                                                         n_par)[..., 2 * 4:]
+    assert np.max(np.abs(slopes - start)) > 1e-3

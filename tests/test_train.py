@@ -170,3 +170,20 @@ def test_bad_configuration_raises():
         make_trainer(f, FLOW, optax.adam(1e-3), batch_size=64, buffered_steps=2)
     with pytest.raises(ValueError, match="dim must be >= 1"):
         single_channel(camel, 0)
+
+
+def test_frozen_step_reports_a_fresh_batch_and_leaves_the_state_unchanged():
+    """``update`` as a traced flag: one program serves training steps and refine iterations."""
+    step = jax.jit(ONLINE.step)
+    state, _ = _run(ONLINE, 3)
+    frozen, info = step(jax.random.key(7), state, THETA, jnp.asarray(False))
+    for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The reported weights are the batch's: their mean is the batch estimate.
+    assert info.weights.shape == info.channel.shape == (BATCH,)
+    np.testing.assert_allclose(float(np.mean(info.weights)), float(info.value), rtol=1e-5)
+    trained, _ = step(jax.random.key(7), state, THETA, jnp.asarray(True))
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), trained.params, state.params)
+    assert any(jax.tree.leaves(moved))
+    assert int(trained.step) == int(state.step) + 1 == int(frozen.step) + 1
+    assert step._cache_size() == 1
