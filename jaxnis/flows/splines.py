@@ -43,12 +43,17 @@ Implementation note (speed, measured on CPU with XLA): bins are found by countin
 knots below the input and selected with ``take_along_axis``; knots are cumulative sums
 written as a product with a triangular 0/1 matrix (at ``Precision.HIGHEST``, exact as a sum).
 Both were faster in a full training step than one-hot sums, ``cumsum`` (a ``reduce_window``)
-or compare-and-select chains unrolled over the bins.
+or compare-and-select chains unrolled over the bins. The rational-quadratic spline has a
+hand-written derivative rule (``jax.custom_jvp``, see :func:`_rqs_apply`): autodiff of the
+selection gives scatters, and XLA re-evaluated the autodiff of the in-bin map once per raw
+parameter; the rule cut the spline's share of a training step by about half. Being a JVP
+rule, it keeps forward mode (``jacfwd``) and higher derivatives.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -298,21 +303,29 @@ class RationalQuadraticSpline(ElementwiseTransform):
             min_bin_height=self.min_bin_height, min_derivative=self.min_derivative,
         )
 
-    def _bin(self, params: Array, v: Array, search_y: bool):
-        """Geometry of the bin of ``v`` (searched among the x- or the y-knots)."""
+    def _geometry(self, params: Array, v: Array, search_y: bool):
+        """Softmax probabilities ``[..., K]`` of the widths and heights, the bin index
+        ``[..., 1]`` of ``v`` (searched among the x- or the y-knots) and the bin geometry
+        ``(x_lo, w, y_lo, h, raw_d_lo, raw_d_hi)``, each ``[...]``."""
         k = self.n_bins
         # One split (its gradient is one concatenation, not three padded slices).
         raw_w, raw_h, raw_d = jnp.split(params, [k, 2 * k], axis=-1)
-        xk = _knots(_normalised_sizes(raw_w, self.min_bin_width))
-        yk = _knots(_normalised_sizes(raw_h, self.min_bin_height))
+        p_w, p_h = jax.nn.softmax(raw_w, axis=-1), jax.nn.softmax(raw_h, axis=-1)
+        xk = _knots(self.min_bin_width + (1.0 - k * self.min_bin_width) * p_w)
+        yk = _knots(self.min_bin_height + (1.0 - k * self.min_bin_height) * p_h)
         idx = _bin_index(v, yk if search_y else xk)
         x_lo, x_hi = _pick(idx, xk[..., :-1]), _pick(idx, xk[..., 1:])
         y_lo, y_hi = _pick(idx, yk[..., :-1]), _pick(idx, yk[..., 1:])
-        # Only the two slopes of the selected bin go through the softplus map.
-        d_lo = self._slope(_pick(idx, raw_d[..., :-1]))
-        d_hi = self._slope(_pick(idx, raw_d[..., 1:]))
         # Widths and heights as knot differences: the bin's image is exactly [y_lo, y_hi].
-        return x_lo, x_hi - x_lo, y_lo, y_hi - y_lo, d_lo, d_hi
+        # Only the two slopes of the selected bin go through the softplus map (in _local).
+        geometry = (x_lo, x_hi - x_lo, y_lo, y_hi - y_lo, _pick(idx, raw_d[..., :-1]),
+                    _pick(idx, raw_d[..., 1:]))
+        return p_w, p_h, idx, geometry
+
+    def _bin(self, params: Array, v: Array, search_y: bool):
+        """Geometry of the bin of ``v``: ``x_lo, w, y_lo, h, d_lo, d_hi``."""
+        x_lo, w, y_lo, h, raw_lo, raw_hi = self._geometry(params, v, search_y)[3]
+        return x_lo, w, y_lo, h, self._slope(raw_lo), self._slope(raw_hi)
 
     @staticmethod
     def _log_derivative(theta, s, d_lo, d_hi):
@@ -322,19 +335,19 @@ class RationalQuadraticSpline(ElementwiseTransform):
         # s, num and den are >= min(s, min_d) > 0 for theta in [0, 1]: the log is finite.
         return jnp.log(s * s * num / (den * den))
 
-    def _forward(self, params: Array, x: Array) -> tuple[Array, Array]:
-        x_lo, w, y_lo, h, d_lo, d_hi = self._bin(params, x, search_y=False)
+    def _local(self, inverse: bool, geometry, v: Array) -> tuple[Array, Array]:
+        """The map inside one bin: image and log-derivative of ``v`` given the bin geometry
+        ``(x_lo, w, y_lo, h, raw_d_lo, raw_d_hi)`` (element-wise, no search)."""
+        x_lo, w, y_lo, h, raw_lo, raw_hi = geometry
+        d_lo, d_hi = self._slope(raw_lo), self._slope(raw_hi)
         s = h / w
-        # theta is exactly 1 at x = 1 (w was computed as 1 - x_lo), so f(1) = y_lo + h = 1.
-        theta = _clamp_rounding((x - x_lo) / w)
-        t1 = theta * (1.0 - theta)
-        y = y_lo + h * (s * theta * theta + d_lo * t1) / (s + (d_hi + d_lo - 2.0 * s) * t1)
-        return _clamp_rounding(y), self._log_derivative(theta, s, d_lo, d_hi)
-
-    def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
-        x_lo, w, y_lo, h, d_lo, d_hi = self._bin(params, y, search_y=True)
-        s = h / w
-        r = (y - y_lo) / h  # relative height in the bin, exactly 1 at y = 1
+        if not inverse:
+            # theta is exactly 1 at x = 1 (w was computed as 1 - x_lo), so f(1) = y_lo + h = 1.
+            theta = _clamp_rounding((v - x_lo) / w)
+            t1 = theta * (1.0 - theta)
+            y = y_lo + h * (s * theta * theta + d_lo * t1) / (s + (d_hi + d_lo - 2.0 * s) * t1)
+            return _clamp_rounding(y), self._log_derivative(theta, s, d_lo, d_hi)
+        r = (v - y_lo) / h  # relative height in the bin, exactly 1 at y = 1
         # theta solves a theta^2 + b theta + c = 0 with (Durkan et al. eq. 6-8, divided by h)
         # a = s - d_lo + r c2, b = d_lo - r c2, c = -s r, c2 = d_lo + d_hi - 2 s. The root in
         # [0, 1] in the cancellation-free form 2c / (-b - sqrt(b^2 - 4ac)), with the
@@ -347,6 +360,80 @@ class RationalQuadraticSpline(ElementwiseTransform):
             2.0 * s * r / (d_lo - r * (d_lo + d_hi - 2.0 * s) + jnp.sqrt(disc)))
         x = _clamp_rounding(x_lo + theta * w)
         return x, -self._log_derivative(theta, s, d_lo, d_hi)
+
+    def _forward(self, params: Array, x: Array) -> tuple[Array, Array]:
+        return _rqs_apply(self, False, params, x)
+
+    def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
+        return _rqs_apply(self, True, params, y)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _rqs_apply(spline: RationalQuadraticSpline, inverse: bool, params: Array,
+               v: Array) -> tuple[Array, Array]:
+    """Rational-quadratic spline (``inverse``: its inverse) of ``v [...]`` with raw
+    parameters ``params [..., 3K + 1]``: image and log-derivative.
+
+    The value is the plain composition search -> bin geometry -> local map. The derivative
+    rule exists for speed (the value is unchanged): differentiating the bin selection
+    (``take_along_axis``) by autodiff gives scatters, and differentiating the local map
+    inside a layer lets XLA re-evaluate its long element-wise chain once per raw parameter.
+    The rule below (i) differentiates the local map once per element with respect to its six
+    geometry scalars and ``v``, and (ii) writes the tangents of the geometry as masked sums
+    over the bins, which transpose into element-wise products (no scatter). With
+    ``p = softmax(raw_w)``, ``c = 1 - K min_w``, bin ``i`` and ``P = x_lo``'s softmax mass
+    ``sum_{j<i} p_j = (x_lo - i min_w) / c``::
+
+        d x_lo = c (sum_{j<i} p_j d raw_j - P sum_j p_j d raw_j)
+        d w    = c (p_i d raw_i - p_i sum_j p_j d raw_j)
+
+    (heights alike; a raw slope enters only through its own bin). The rule is plain JAX
+    of the primal values, so higher derivatives (``check_grads`` order 2, Hessians) follow
+    by differentiating it; tests compare it with autodiff of the same composition.
+    """
+    geometry = spline._geometry(params, v, inverse)[3]
+    return spline._local(inverse, geometry, v)
+
+
+@_rqs_apply.defjvp
+def _rqs_apply_jvp(spline, inverse, primals, tangents):
+    params, v = primals
+    d_params, d_v = tangents
+    k = spline.n_bins
+    min_w, min_h = spline.min_bin_width, spline.min_bin_height
+    p_w, p_h, idx, geometry = spline._geometry(params, v, inverse)
+    (out, ld), local_vjp = jax.vjp(lambda g, u: spline._local(inverse, g, u), geometry, v)
+    one, zero = jnp.ones_like(out), jnp.zeros_like(out)
+    g_out, gv_out = local_vjp((one, zero))  # d out / d (geometry, v)
+    g_ld, gv_ld = local_vjp((zero, one))  # d ld / d (geometry, v)
+    x_lo, w, y_lo, h, _, _ = geometry
+    c_w, c_h = 1.0 - k * min_w, 1.0 - k * min_h
+    i = idx[..., 0].astype(params.dtype)
+    mass_below_w, mass_w = (x_lo - i * min_w) / c_w, (w - min_w) / c_w
+    mass_below_h, mass_h = (y_lo - i * min_h) / c_h, (h - min_h) / c_h
+    dw, dh, dd = jnp.split(d_params, [k, 2 * k], axis=-1)
+    bins, knots = jnp.arange(k), jnp.arange(k + 1)
+    below, inside = bins < idx, bins == idx
+    t_w, t_h = p_w * dw, p_h * dh
+    s_w, s_h = jnp.sum(t_w, axis=-1), jnp.sum(t_h, axis=-1)
+    nil = jnp.zeros((), params.dtype)
+
+    def masked_sum(mask, t):
+        return jnp.sum(jnp.where(mask, t, nil), axis=-1)
+
+    d_geometry = (
+        c_w * (masked_sum(below, t_w) - mass_below_w * s_w),
+        c_w * (masked_sum(inside, t_w) - mass_w * s_w),
+        c_h * (masked_sum(below, t_h) - mass_below_h * s_h),
+        c_h * (masked_sum(inside, t_h) - mass_h * s_h),
+        masked_sum(knots == idx, dd),
+        masked_sum(knots == idx + 1, dd),
+    )
+    d_out, d_ld = gv_out * d_v, gv_ld * d_v
+    for a, b, t in zip(g_out, g_ld, d_geometry, strict=True):
+        d_out = d_out + a * t
+        d_ld = d_ld + b * t
+    return (out, ld), (d_out, d_ld)
 
 
 def rqs_params_from_knots(widths: ArrayLike, heights: ArrayLike, derivatives: ArrayLike, *,
