@@ -1,8 +1,8 @@
 """Start a neural sampler where VEGAS ended: per-channel VEGAS pretraining and two flow starts.
 
 A VEGAS grid ``G`` (:mod:`jaxnis.vegas`) is a cheap, separable importance sampler. Three pure
-functions carry what it learned into a flow-based sampler (MadNIS, arXiv:2212.06172, and
-arXiv:2311.01548, initialise its splines from VEGAS):
+functions carry what it learned into a flow-based sampler (MadNIS, arXiv:2212.06172, offers
+the same VEGAS initialisation of its spline flows):
 
 * :func:`pretrain_channels`: one VEGAS per channel, all channels in one vmapped, scanned
   program, adapting grid ``c`` to the channel's own integrand ``alpha_c f J_c`` (prior
@@ -362,10 +362,12 @@ def vegas_start(flow: Flow, grids: ArrayLike, key: PRNGKey, *, method: str | Non
     2^17 evaluations, a quarter of them on VEGAS, 3 seeds): the relative spread of the
     weights ``sigma_w / I`` after training was 1.48 (spline) vs 1.59 (grid) on the camel
     a = 0.1, d = 4; 0.70 vs 0.74 at a = 0.2; 0.92 vs 1.47 on a rotated 4-d Gaussian; 0.61
-    vs 0.90 on the annulus; 0.162 vs 0.169 on 3-channel Drell-Yan (0.22 for the flow alone,
-    0.32 for VEGAS alone). Both starts beat the flow alone except on the d = 8 camels, where
-    the grid's 2^8 phantom peaks (a = 0.2) or a lost peak (a = 0.1) make any VEGAS start a
-    bad one at this budget.
+    vs 0.90 on the annulus; 0.162 vs 0.169 on 3-channel Drell-Yan (flow alone: 2.97, 0.93,
+    1.56, 1.07, 0.22; VEGAS alone: 2.93, 1.65, 7.3, 1.89, 0.32). With a tenth of the budget
+    on VEGAS the spline start wins on the same five too (grid / spline 1.43 in geometric
+    mean). No VEGAS start helps on the d = 8 camels at this budget: at a = 0.2 the grid's
+    2^8 phantom peaks make either start worse than the flow alone, at a = 0.1 VEGAS finds
+    one peak of two.
 
     Args:
         flow: the flow to train (``context_dim == C`` for per-channel grids).

@@ -246,8 +246,8 @@ def _channel_weights_under(grids, y):
 
 
 def test_pretrain_puts_each_channel_grid_on_its_bump(two_bumps_run):
-    """Var(alpha_c f J_c / q_c) under the pretrained grid vs flat: drops > 20x per channel
-    (measured ~190x and ~200x); the grid's median sits on the channel's own bump."""
+    """Var(alpha_c f J_c / q_c) under the pretrained grid vs flat: drops > 50x per channel
+    (measured 153x and 122x); the grid's median sits on the channel's own bump."""
     pre = two_bumps_run[0]
     y = jax.random.uniform(jax.random.key(9), (40_000, 2))
     flat = np.asarray(_channel_weights_under(jnp.stack([V.uniform_grid(2, 32)] * 2), y),
@@ -255,7 +255,7 @@ def test_pretrain_puts_each_channel_grid_on_its_bump(two_bumps_run):
     trained = np.asarray(_channel_weights_under(pre.grids, y), np.float64)
     for c in range(2):
         ratio = flat[c].var() / trained[c].var()
-        assert ratio > 20.0, (c, ratio)
+        assert ratio > 50.0, (c, ratio)
         assert_mc_mean(trained[c], BUMP_MASS, n_sigma=5.0)
         median = np.asarray(V.forward_and_log_det(pre.grids[c], jnp.full((2,), 0.5))[0])
         np.testing.assert_allclose(median, CENTRES[c], atol=0.03)
