@@ -38,7 +38,7 @@ grad_jit = jax.jit(st.cross_section_and_grad, static_argnames=_STATIC)
 value_jit = jax.jit(st.cross_section, static_argnames=("integrand", "n"))
 weights_jit = jax.jit(st.per_event_weights, static_argnames=("integrand",))
 per_event_jit = jax.jit(st.per_event_value_and_grad, static_argnames=("integrand", "wrt", "mode"))
-scan_jit = jax.jit(st.scan_cross_section, static_argnames=_STATIC + ("chunk",))
+scan_jit = jax.jit(st.scan_cross_section, static_argnames=_STATIC + ("chunk", "event_chunk"))
 
 
 def _fd(integrand, params, name, h, points):
@@ -238,7 +238,10 @@ def test_scan_equals_loop_and_closed_form(dtype):
     grid = {"sqrt_s": jnp.linspace(86.0, 96.0, 8, dtype=dtype)}
     points = st.uniform_points(jax.random.key(8), 4096, PROC.dim, 1, dtype)
     out = scan_jit(PROC, params, grid, points=points, wrt=("M_Z",))
-    chunked = scan_jit(PROC, params, grid, points=points, wrt=("M_Z",), chunk=4)
+    # grid blocks of 3 and point blocks of 1000: both tilings pad their last block
+    chunked = scan_jit(PROC, params, grid, points=points, wrt=("M_Z",), chunk=3,
+                       event_chunk=1000)
+    untiled = scan_jit(PROC, params, grid, points=points, wrt=("M_Z",), event_chunk=None)
     rtol = tol(dtype, 2e-6, 1e-13)
     for g, s in enumerate(np.asarray(grid["sqrt_s"])):
         single = grad_jit(PROC, {**params, "sqrt_s": jnp.asarray(s, dtype)}, wrt=("M_Z",),
@@ -246,11 +249,40 @@ def test_scan_equals_loop_and_closed_form(dtype):
         np.testing.assert_allclose(out.value[g], single.value, rtol=rtol)
         np.testing.assert_allclose(out.error[g], single.error, rtol=10 * rtol)
         np.testing.assert_allclose(out.grad["M_Z"][g], single.grad["M_Z"], rtol=10 * rtol)
-    np.testing.assert_allclose(chunked.value, out.value, rtol=rtol)
+    for other in (chunked, untiled):
+        np.testing.assert_allclose(other.value, out.value, rtol=rtol)
+        np.testing.assert_allclose(other.error, out.error, rtol=10 * rtol)
+        np.testing.assert_allclose(other.grad["M_Z"], out.grad["M_Z"], rtol=10 * rtol)
     truth = np.asarray(xs.sigma_ffbar(grid["sqrt_s"], params, "e", "mu"))
     pulls = (np.asarray(out.value) - truth) / np.asarray(out.error)
     # eight correlated points (common random numbers): none beyond 4 sigma
     assert np.max(np.abs(pulls)) < 4.0, pulls
+
+
+def test_reweight_scan_equals_loop(dtype):
+    """Reweighting fixed e+e- events over an M_Z grid in one call (events and grid tiled,
+    with padded last blocks) equals a loop of single reweightings; tiling is exact."""
+    params = PROC.default_params(dtype, sqrt_s=91.188)
+    points = st.uniform_points(jax.random.key(9), 1000, PROC.dim, 1, dtype)
+    sample = jax.jit(st.generate_events, static_argnames=("integrand",))(PROC, params,
+                                                                         points=points)
+    grid = {"M_Z": jnp.linspace(90.0, 92.5, 5, dtype=dtype)}
+    scan = jax.jit(st.reweight_scan, static_argnames=("integrand", "chunk", "event_chunk"))(
+        PROC, sample, params, grid, chunk=2, event_chunk=96)
+    reweight = jax.jit(st.reweight, static_argnames=("integrand", "event_chunk"))
+    rtol = tol(dtype, 2e-6, 1e-13)
+    for g, m in enumerate(grid["M_Z"]):
+        p = {**params, "M_Z": m}
+        w = reweight(PROC, sample, p)
+        np.testing.assert_allclose(reweight(PROC, sample, p, event_chunk=300), w, rtol=rtol)
+        single = st.sample_cross_section(sample, w)
+        np.testing.assert_allclose(scan.value[g], single.value, rtol=rtol)
+        np.testing.assert_allclose(scan.error[g], single.error, rtol=10 * rtol)
+    # at the generating M_Z the weights are the sample's own
+    at0 = st.reweight_scan(PROC, sample, params, {"M_Z": params["M_Z"][None]})
+    np.testing.assert_allclose(at0.value[0], jnp.sum(sample.weight), rtol=rtol)
+    with pytest.raises(ValueError, match="event_chunk"):
+        st.reweight_scan(PROC, sample, params, grid, event_chunk=0)
 
 
 def test_product_grid():

@@ -270,13 +270,48 @@ def params_dtype(params: Params):
     return jnp.dtype(float)
 
 
-def map_points(fn: Callable, points: Points, n_channels: int) -> PyTree:
+def check_chunk(chunk: int | None, name: str = "event_chunk") -> None:
+    """Raise ``ValueError`` unless ``chunk`` is ``None`` or a positive int (static)."""
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool)
+                              or chunk < 1):
+        raise ValueError(f"{name} must be None or a positive int, got {chunk!r}")
+
+
+def vmap_chunked(fn: Callable, args: tuple, chunk: int | None = None) -> PyTree:
+    """``jax.vmap(fn)(*args)`` over the leading axis ``N`` of ``args``, ``chunk`` rows at a
+    time (``lax.map`` over blocks; ``None``: one ``vmap``). Outputs are stacked ``[N, ...]``.
+
+    Tiling bounds the intermediates to ``chunk`` rows, which keeps them in the CPU caches
+    when a row's work is large (every row evaluated at a whole parameter grid, for
+    example); inside a block the work is still vectorised. The last block is padded with
+    copies of the first row (valid inputs: no NaN) and the padding is dropped again.
+    """
+    check_chunk(chunk)
+    n = jax.tree.leaves(args)[0].shape[0]
+    if chunk is None or n <= chunk:
+        return jax.vmap(fn)(*args)
+    n_blocks = -(-n // chunk)
+    pad = n_blocks * chunk - n
+
+    def blocks(x):
+        if pad:
+            x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+        return x.reshape((n_blocks, chunk) + x.shape[1:])
+
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), jax.tree.map(blocks, args))
+    return jax.tree.map(lambda y: y.reshape((n_blocks * chunk,) + y.shape[2:])[:n], out)
+
+
+def map_points(fn: Callable, points: Points, n_channels: int,
+               event_chunk: int | None = None) -> PyTree:
     """``fn(r [dim], log_q [], channel)`` over all points, outputs stacked ``[N, ...]``.
 
     ``channel`` is a static int for block layouts (and for one channel), else traced.
+    ``event_chunk`` tiles the points (see :func:`vmap_chunked`); each channel block is
+    tiled on its own.
     """
     if n_channels == 1:
-        return jax.vmap(lambda r, lq: fn(r, lq, 0))(points.r, points.log_q)
+        return vmap_chunked(lambda r, lq: fn(r, lq, 0), (points.r, points.log_q), event_chunk)
     if points.counts is not None:
         if len(points.counts) != n_channels:
             raise ValueError(f"points have {len(points.counts)} channel blocks, the "
@@ -284,11 +319,11 @@ def map_points(fn: Callable, points: Points, n_channels: int) -> PyTree:
         outs, start = [], 0
         for c, size in enumerate(points.counts):
             sl = slice(start, start + size)
-            outs.append(jax.vmap(lambda r, lq, c=c: fn(r, lq, c))(points.r[sl],
-                                                                   points.log_q[sl]))
+            outs.append(vmap_chunked(lambda r, lq, c=c: fn(r, lq, c),
+                                     (points.r[sl], points.log_q[sl]), event_chunk))
             start += size
         return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
-    return jax.vmap(fn)(points.r, points.log_q, points.channel)
+    return vmap_chunked(fn, (points.r, points.log_q, points.channel), event_chunk)
 
 
 # =============================================================================== estimates
@@ -353,19 +388,51 @@ def _n_scalars(tree: PyTree) -> int:
     return sum(int(np.prod(jnp.shape(x))) for x in jax.tree.leaves(tree))
 
 
-def per_event_weights(integrand: Any, params: Params, points: Points) -> Array:
-    """``w_i = alpha_c f J_c(r_i | params) / q(r_i)``, ``[N]``."""
+def per_event_weights(integrand: Any, params: Params, points: Points,
+                      event_chunk: int | None = None) -> Array:
+    """``w_i = alpha_c f J_c(r_i | params) / q(r_i)``, ``[N]`` (``event_chunk`` points at a
+    time, see :func:`vmap_chunked`)."""
     integrand = as_integrand(integrand, points.r.shape[-1])
 
     def one(r, log_q, c):
         return integrand.weight_and_event(r, params, c)[0] * jnp.exp(-log_q)
 
-    return map_points(one, points, integrand.n_channels)
+    return map_points(one, points, integrand.n_channels, event_chunk)
+
+
+def resolve_mode(mode: str, params: Params, wrt: Sequence[str] | None) -> str:
+    """``"fwd"`` or ``"rev"`` for ``mode`` (``"auto"``: forward up to :data:`FWD_MAX_PARAMS`
+    differentiated scalars); raises ``ValueError`` for an unknown mode or bad ``wrt``."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    sub, _ = _split(params, wrt)
+    if mode == "auto":
+        return "fwd" if _n_scalars(sub) <= FWD_MAX_PARAMS else "rev"
+    return mode
+
+
+def event_value_and_grad(integrand: Integrand, params: Params, r: Array, log_q: Array,
+                         channel, wrt: Sequence[str] | None, mode: str) -> tuple[Array, Any]:
+    """Weight ``alpha_c f J_c / q`` of one point and its gradient with respect to ``wrt``
+    (``mode``: ``"fwd"`` or ``"rev"``, see :func:`resolve_mode`)."""
+    sub, merge = _split(params, wrt)
+
+    def w_of(s):
+        return integrand.weight_and_event(r, merge(s), channel)[0] * jnp.exp(-log_q)
+
+    if mode == "fwd":
+        def w_and_aux(s):
+            w = w_of(s)
+            return w, w
+
+        jac, value = jax.jacfwd(w_and_aux, has_aux=True)(sub)
+        return value, jac
+    return jax.value_and_grad(w_of)(sub)
 
 
 def per_event_value_and_grad(integrand: Any, params: Params, points: Points,
-                             wrt: Sequence[str] | None = None,
-                             mode: str = "auto") -> tuple[Array, Any]:
+                             wrt: Sequence[str] | None = None, mode: str = "auto",
+                             event_chunk: int | None = None) -> tuple[Array, Any]:
     """Per-event weights ``[N]`` and their pathwise gradients (leaves ``[N, ...]``).
 
     Args:
@@ -376,55 +443,46 @@ def per_event_value_and_grad(integrand: Any, params: Params, points: Points,
         mode: ``"fwd"`` (``jax.jacfwd`` per event: cheapest for a few parameters),
             ``"rev"`` (``jax.grad`` per event) or ``"auto"`` (forward up to
             :data:`FWD_MAX_PARAMS` scalars).
+        event_chunk: static points per block (:func:`vmap_chunked`; ``None``: one ``vmap``).
 
     Returns:
         ``(w [N], grad)`` with ``grad`` keyed like ``wrt`` (or shaped like ``params``).
     """
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     integrand = as_integrand(integrand, points.r.shape[-1])
-    sub, merge = _split(params, wrt)
-    if mode == "auto":
-        mode = "fwd" if _n_scalars(sub) <= FWD_MAX_PARAMS else "rev"
+    mode = resolve_mode(mode, params, wrt)
 
     def one(r, log_q, c):
-        def w_of(s):
-            return integrand.weight_and_event(r, merge(s), c)[0] * jnp.exp(-log_q)
+        return event_value_and_grad(integrand, params, r, log_q, c, wrt, mode)
 
-        if mode == "fwd":
-            def w_and_aux(s):
-                w = w_of(s)
-                return w, w
-
-            jac, value = jax.jacfwd(w_and_aux, has_aux=True)(sub)
-            return value, jac
-        return jax.value_and_grad(w_of)(sub)
-
-    return map_points(one, points, integrand.n_channels)
+    return map_points(one, points, integrand.n_channels, event_chunk)
 
 
 def cross_section(integrand: Any, params: Params, key: PRNGKey | None = None,
-                  n: int | None = None, *, points: Points | None = None) -> Estimate:
+                  n: int | None = None, *, points: Points | None = None,
+                  event_chunk: int | None = None) -> Estimate:
     """Monte Carlo estimate ``(value, error)`` of the integral at ``params``.
 
     Uses ``points`` if given (common random numbers), else ``n`` uniform points from ``key``
-    (equal channel blocks, in the dtype of ``params``).
+    (equal channel blocks, in the dtype of ``params``); ``event_chunk`` points at a time
+    (:func:`vmap_chunked`; the same numbers, a smaller working set).
     """
     integrand = as_integrand(integrand, None if points is None else points.r.shape[-1])
     points = default_points(integrand, params, key, n, points)
-    w = per_event_weights(integrand, params, points)
+    w = per_event_weights(integrand, params, points, event_chunk)
     return stratified_mean(w, points, integrand.n_channels)
 
 
 def cross_section_and_grad(integrand: Any, params: Params, key: PRNGKey | None = None,
                            n: int | None = None, wrt: Sequence[str] | None = None, *,
-                           points: Points | None = None, mode: str = "auto") -> GradEstimate:
+                           points: Points | None = None, mode: str = "auto",
+                           event_chunk: int | None = None) -> GradEstimate:
     """Integral, pathwise gradient w.r.t. ``wrt`` and both standard errors.
 
     The sampler is held fixed (``points``, or ``n`` uniform points from ``key``); the gradient
     goes through the phase-space maps (also those that follow the parameters), the matrix
     element, the PDFs and the channel weights. It is unbiased under the conditions in the
     module docstring; the error is the standard error of the per-event gradients.
+    ``mode`` and ``event_chunk`` as in :func:`per_event_value_and_grad`.
 
     Returns:
         :class:`GradEstimate` ``(value, error, grad, grad_error)``.
@@ -440,7 +498,7 @@ def cross_section_and_grad(integrand: Any, params: Params, key: PRNGKey | None =
     """
     integrand = as_integrand(integrand, None if points is None else points.r.shape[-1])
     points = default_points(integrand, params, key, n, points)
-    w, g = per_event_value_and_grad(integrand, params, points, wrt, mode)
+    w, g = per_event_value_and_grad(integrand, params, points, wrt, mode, event_chunk)
     value = stratified_mean(w, points, integrand.n_channels)
     grad = jax.tree.map(lambda x: stratified_mean(x, points, integrand.n_channels), g)
     is_est = lambda x: isinstance(x, Estimate)  # noqa: E731
@@ -451,13 +509,9 @@ def cross_section_and_grad(integrand: Any, params: Params, key: PRNGKey | None =
     )
 
 
-def over_grid(fn: Callable[[Params], Any], params: Params, grid: Mapping[str, ArrayLike],
-              chunk: int | None = None) -> Any:
-    """``fn({**params, **grid[g]})`` for every grid point, outputs stacked ``[G, ...]``.
-
-    One ``vmap`` over the grid (``chunk=None``) or ``lax.map`` over chunks of ``chunk`` grid
-    points (bounded memory). Grid values are cast to the dtype of ``params``.
-    """
+def grid_values(params: Params, grid: Mapping[str, ArrayLike]) -> dict[str, Array]:
+    """``grid`` checked (names in ``params``, 1-D values of one length) and cast to the
+    dtype of ``params``; raises ``ValueError`` otherwise."""
     if not grid:
         raise ValueError("grid must name at least one parameter")
     unknown = [k for k in grid if k not in params]
@@ -468,6 +522,17 @@ def over_grid(fn: Callable[[Params], Any], params: Params, grid: Mapping[str, Ar
     sizes = {k: v.shape for k, v in values.items()}
     if len(set(sizes.values())) != 1 or len(next(iter(sizes.values()))) != 1:
         raise ValueError(f"grid values must be 1-D of one length, got shapes {sizes}")
+    return values
+
+
+def over_grid(fn: Callable[[Params], Any], params: Params, grid: Mapping[str, ArrayLike],
+              chunk: int | None = None) -> Any:
+    """``fn({**params, **grid[g]})`` for every grid point, outputs stacked ``[G, ...]``.
+
+    One ``vmap`` over the grid (``chunk=None``) or ``lax.map`` over chunks of ``chunk`` grid
+    points (bounded memory). Grid values are cast to the dtype of ``params``.
+    """
+    values = grid_values(params, grid)
 
     def one(v):
         return fn({**params, **v})
@@ -475,6 +540,28 @@ def over_grid(fn: Callable[[Params], Any], params: Params, grid: Mapping[str, Ar
     if chunk is None:
         return jax.vmap(one)(values)
     return jax.lax.map(one, values, batch_size=chunk)
+
+
+def over_grid_blocks(block: Callable[[dict[str, Array]], Any], values: Mapping[str, Array],
+                     chunk: int | None = None) -> Any:
+    """``block(values)`` for the whole grid (``chunk=None``) or ``lax.map`` of ``block`` over
+    consecutive blocks of ``chunk`` grid points; ``block`` maps ``{name: [g]}`` to outputs
+    with leading axis ``g``, and the results are stacked ``[G, ...]`` (the last block is
+    padded with copies of the first point, then cut)."""
+    check_chunk(chunk, "chunk")
+    g = next(iter(values.values())).shape[0]
+    if chunk is None or g <= chunk:
+        return block(dict(values))
+    n_blocks = -(-g // chunk)
+    pad = n_blocks * chunk - g
+
+    def blocks(x):
+        if pad:
+            x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,))])
+        return x.reshape(n_blocks, chunk)
+
+    out = jax.lax.map(block, {k: blocks(v) for k, v in values.items()})
+    return jax.tree.map(lambda y: y.reshape((n_blocks * chunk,) + y.shape[2:])[:g], out)
 
 
 def difference_quotient(integrand: Any, params: Params, name: str, step: float,
@@ -502,17 +589,23 @@ __all__ = [
     "Points",
     "ProcessIntegrand",
     "as_integrand",
+    "check_chunk",
     "cross_section",
     "cross_section_and_grad",
     "default_points",
     "difference_quotient",
     "equal_counts",
+    "event_value_and_grad",
     "flow_points",
+    "grid_values",
     "map_points",
     "over_grid",
+    "over_grid_blocks",
     "params_dtype",
     "per_event_value_and_grad",
     "per_event_weights",
+    "resolve_mode",
     "stratified_mean",
     "uniform_points",
+    "vmap_chunked",
 ]

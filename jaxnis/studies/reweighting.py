@@ -39,9 +39,12 @@ from jaxnis.studies.core import (
     Points,
     as_integrand,
     default_points,
+    grid_values,
     map_points,
-    over_grid,
+    over_grid_blocks,
+    vmap_chunked,
 )
+from jaxnis.studies.scans import SCAN_EVENT_CHUNK
 from jaxnis.types import Array, ArrayLike, Params, PRNGKey
 
 
@@ -110,24 +113,35 @@ def generate_events(integrand: Any, params: Params, key: PRNGKey | None = None,
     return EventSample(events, weight, log_f, points.channel, counts)
 
 
-def log_f_ratio(integrand: Any, sample: EventSample, params: Params) -> Array:
-    """``log f(x_i | params) - log f(x_i | theta0)`` at the fixed events, ``[N]``.
-
-    ``-inf`` where the new ``f`` vanishes; ``0`` where the old one did (those events carry
-    weight zero and stay at zero: reweighting cannot create support).
-    """
-    integrand = as_integrand(integrand)
-    log_f1 = jax.vmap(integrand.log_f, (0, None))(sample.events, params)
-    finite0 = jnp.isfinite(sample.log_f)
+def _ratio(log_f1: Array, log_f0: Array) -> Array:
+    """``log_f1 - log_f0`` with the conventions of :func:`log_f_ratio`."""
+    finite0 = jnp.isfinite(log_f0)
     # double where: no (-inf) - (-inf) = NaN in the value or the gradient
-    ratio = jnp.where(finite0, log_f1 - jnp.where(finite0, sample.log_f, 0.0), 0.0)
+    ratio = jnp.where(finite0, log_f1 - jnp.where(finite0, log_f0, 0.0), 0.0)
     return jnp.where(jnp.isnan(ratio), -jnp.inf, ratio)
 
 
-def reweight(integrand: Any, sample: EventSample, params: Params) -> Array:
+def log_f_ratio(integrand: Any, sample: EventSample, params: Params,
+                event_chunk: int | None = None) -> Array:
+    """``log f(x_i | params) - log f(x_i | theta0)`` at the fixed events, ``[N]``.
+
+    ``-inf`` where the new ``f`` vanishes; ``0`` where the old one did (those events carry
+    weight zero and stay at zero: reweighting cannot create support). ``event_chunk``
+    events at a time (:func:`jaxnis.studies.core.vmap_chunked`).
+    """
+    integrand = as_integrand(integrand)
+
+    def one(event, log_f0):
+        return _ratio(integrand.log_f(event, params), log_f0)
+
+    return vmap_chunked(one, (sample.events, sample.log_f), event_chunk)
+
+
+def reweight(integrand: Any, sample: EventSample, params: Params,
+             event_chunk: int | None = None) -> Array:
     """Cross-section weights of the same events under ``params``, ``[N]`` (differentiable
     in ``params``)."""
-    return sample.weight * jnp.exp(log_f_ratio(integrand, sample, params))
+    return sample.weight * jnp.exp(log_f_ratio(integrand, sample, params, event_chunk))
 
 
 def sample_cross_section(sample: EventSample, weight: ArrayLike | None = None) -> Estimate:
@@ -167,23 +181,40 @@ def effective_sample_size(weight: ArrayLike) -> Array:
 
 
 def reweight_scan(integrand: Any, sample: EventSample, params: Params,
-                  grid: Mapping[str, ArrayLike], *, chunk: int | None = None) -> Estimate:
+                  grid: Mapping[str, ArrayLike], *, chunk: int | None = None,
+                  event_chunk: int | None = SCAN_EVENT_CHUNK) -> Estimate:
     """Cross sections ``[G]`` at every point of ``grid`` by reweighting the fixed events.
 
-    Parts of ``f`` that do not depend on the scanned parameters (kinematics, PDFs) are
-    computed once for the whole grid (they are not batched by ``vmap``).
+    Every event is evaluated at the whole grid (``vmap`` over the grid inside the ``vmap``
+    over events) with only the scanned parameters batched, so the parts of ``f`` that do not
+    depend on them (kinematics, PDFs, cuts) are computed once per event: per grid point
+    only the parameter-dependent part of ``f`` (for a Z' mass, its propagator and the
+    amplitude sums it enters) is recomputed. Events go ``event_chunk`` at a time
+    (``lax.map``) so the ``events x grid`` intermediates stay small.
 
     Args:
         integrand: process or study integrand with events.
         sample: events from :func:`generate_events`.
         params: base parameters; ``grid`` overrides some of them.
         grid: ``{name: [G]}`` parameter values (see :func:`jaxnis.studies.scans.product_grid`).
-        chunk: evaluate ``chunk`` grid points at a time (``lax.map``) to bound memory.
+        chunk: grid points per ``lax.map`` step (``None``: the whole grid at once).
+        event_chunk: static events per block (``None``: all events in one ``vmap``).
     """
-    def one(p):
-        return sample_cross_section(sample, reweight(integrand, sample, p))
+    integrand = as_integrand(integrand)
+    values = grid_values(params, grid)
 
-    return over_grid(one, params, grid, chunk)
+    def block(vals):
+        def one(event, log_f0):
+            def at(v):
+                return _ratio(integrand.log_f(event, {**params, **v}), log_f0)
+
+            return jax.vmap(at)(vals)
+
+        ratio = vmap_chunked(one, (sample.events, sample.log_f), event_chunk)  # [N, g]
+        weight = sample.weight[:, None] * jnp.exp(ratio)
+        return jax.vmap(lambda w: sample_cross_section(sample, w), in_axes=1)(weight)
+
+    return over_grid_blocks(block, values, chunk)
 
 
 __all__ = [
