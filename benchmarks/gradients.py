@@ -116,8 +116,10 @@ def _timed(fn, args, repeats: int, jax) -> dict[str, Any]:
             "cpu_median_s": float(np.median(cpu)), "out": out}
 
 
-def run_gradients(proc, params, wrt, n, repeats, seed, log, jax, st) -> list[dict[str, Any]]:
-    """Value alone vs value and gradient (forward, reverse, plain mean)."""
+def run_gradients(proc, params, wrt, n, repeats, seed, log, jax, st,
+                  quick=False) -> list[dict[str, Any]]:
+    """Value alone vs value and gradient (forward, reverse, plain mean); ``quick``: forward
+    with one and all parameters only, no plain mean (fewer compilations)."""
     import jax.numpy as jnp
 
     dtype = params["sqrt_s"].dtype
@@ -136,12 +138,12 @@ def run_gradients(proc, params, wrt, n, repeats, seed, log, jax, st) -> list[dic
             st.per_event_weights(proc, {**params, **s}, pts)))(s)
 
     variants = [("value", value, (params, points))]
-    for k in range(1, len(wrt) + 1):
+    for k in ((1, len(wrt)) if quick else range(1, len(wrt) + 1)):
         variants.append((f"value+grad+errors, forward, {k} param", with_grad("fwd", wrt[:k]),
                          (params, points)))
     variants.append((f"value+grad+errors, reverse, {len(wrt)} param", with_grad("rev", wrt),
                      (params, points)))
-    if proc.n_channels == 1:  # a plain mean is the estimate only for one channel
+    if proc.n_channels == 1 and not quick:  # the plain mean is the estimate for 1 channel
         variants.append((f"value+grad (plain mean), reverse, {len(wrt)} param", plain,
                          (sub, points)))
     rows = []
@@ -180,8 +182,9 @@ def _loop_timed(compiled, arg_lists, repeats, jax) -> tuple[dict[str, Any], np.n
 
 
 def run_scan(proc, params, scan_spec, grid_size, n, chunks, loop_chunk, repeats, seed, log,
-             jax, st) -> dict[str, Any]:
-    """Scan vs loop, by the map at fixed points and by reweighting fixed events."""
+             jax, st, quick=False) -> dict[str, Any]:
+    """Scan vs loop, by the map at fixed points and by reweighting fixed events (``quick``:
+    no untiled scans)."""
     import jax.numpy as jnp
 
     mass_key, width_key, lo, hi = scan_spec
@@ -229,7 +232,7 @@ def run_scan(proc, params, scan_spec, grid_size, n, chunks, loop_chunk, repeats,
 
     scans = [(f"vmap scan (map, fixed r), event_chunk {default_chunk}", "map scan",
               lambda p, pts, g: st.scan_cross_section(proc, p, g, points=pts).value)]
-    if grid_size * n <= FULL_VMAP_MAX_EVENTS:
+    if grid_size * n <= FULL_VMAP_MAX_EVENTS and not quick:
         scans.append(("vmap scan (map, fixed r), untiled", "map scan",
                       lambda p, pts, g: st.scan_cross_section(
                           proc, p, g, points=pts, event_chunk=None).value))
@@ -240,7 +243,7 @@ def run_scan(proc, params, scan_spec, grid_size, n, chunks, loop_chunk, repeats,
                                                                    chunk=c).value))
     scans.append((f"vmap reweight scan (fixed events), event_chunk {default_chunk}", "rw scan",
                   lambda s, p, g: st.reweight_scan(proc, s, p, g).value))
-    if grid_size * n <= FULL_VMAP_MAX_EVENTS:
+    if grid_size * n <= FULL_VMAP_MAX_EVENTS and not quick:
         scans.append(("vmap reweight scan (fixed events), untiled", "rw scan",
                       lambda s, p, g: st.reweight_scan(proc, s, p, g, event_chunk=None).value))
     for label, kind, fn in scans:
@@ -359,12 +362,13 @@ def main(argv=None, log=print) -> dict[str, Any]:
                 "shared_machine": machine.get("load_average_1_5_15min", [0])[0] > 0.5 * threads}
     t_start = time.perf_counter()
     log(f"value and gradient, {label}, n = {args.n}")
-    grad_rows = run_gradients(proc, params, wrt, args.n, args.repeats, args.seed, log, jax, st)
+    grad_rows = run_gradients(proc, params, wrt, args.n, args.repeats, args.seed, log, jax, st,
+                              args.quick)
     scans = []
     for n_scan in args.scan_n:
         log(f"scan over {args.grid} masses, {n_scan} events each")
         scan = run_scan(proc, params, scan_spec, args.grid, n_scan, args.chunk,
-                        args.loop_chunk, args.repeats, args.seed, log, jax, st)
+                        args.loop_chunk, args.repeats, args.seed, log, jax, st, args.quick)
         map_scans = [r for r in scan["rows"] if r["kind"] == "map scan"]
         best = max(map_scans, key=lambda r: r["speedup_vs_loop"])
         rw_row = next(r for r in scan["rows"] if r["kind"] == "rw scan")
