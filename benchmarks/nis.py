@@ -30,7 +30,8 @@ The tools:
   final events), a coupling flow with binary masks, rational-quadratic splines of 10 bins,
   conditioners with two hidden layers of 32 (three linear layers), Adam with a cosine
   decay from the learning rate to a tenth over the survey, variance loss (stratified over
-  channels), uniform warm-up; multi-channel processes as their
+  channels), uniform warm-up, buffered training (1 + 3 updates per evaluated batch, from a
+  buffer of the last 10 batches); multi-channel processes as their
   ``MultiChannelIntegrand`` (one flow conditioned on the channel, learned channel weights
   on the single-diagram-enhanced prior).
 * **madnis** (PyTorch, CPU): ``madnis.integrator.Integrator`` with the same masks, bins,
@@ -457,7 +458,9 @@ TOOL_NOTES = {
               "flow={n_bins, hidden, masks='binary'})`, `.train(key, steps)` then "
               "`.refine(key, batches)` (the frozen sampler); float32; variance loss "
               "(stratified over channels), uniform warm-up, learned channel weights on the "
-              "prior; Adam with cosine decay to 0.1 x lr.",
+              "prior; buffered training (the Integrator default: each evaluated batch serves "
+              "1 + 3 Adam updates, the extra ones on batches drawn from the last 10 batches "
+              "with importance ratios); Adam with cosine decay to 0.1 x lr over all updates.",
     "vegas": "vegas: `vegas.Integrator` defaults (alpha 0.5, beta 0.75, VEGAS+ "
              "stratification) on the NumPy integrand (float64), adaptive iterations over the "
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "

@@ -208,8 +208,12 @@ class Integrator:
         optimizer: any optax transformation, overriding ``learning_rate``.
         loss: ``"variance"``, ``"kl"`` or ``"reverse_kl"``.
         flow: keyword arguments for :func:`jaxnis.flows.flow.make_flow` (bins, layers, ...).
-        buffer_capacity, buffered_steps: buffered training (0: off); see
-            :func:`jaxnis.train.make_trainer`.
+        buffer_capacity, buffered_steps: buffered training (``buffered_steps=0``: off); see
+            :func:`jaxnis.train.make_trainer`. The default capacity is the last 10 batches.
+            By default every evaluated batch serves 1 + 3 optimizer updates: at a fixed
+            evaluation budget more updates per evaluation is the main lever (measured at
+            2.5e5 evaluations, batch 1000: relative error of camel4 / two circles / annulus
+            2.4e-3 / 8.9e-3 / 2.5e-3 online, 1.0e-3 / 4.4e-3 / 1.6e-3 buffered).
         learn_channel_weights: train a channel-weight network on top of the prior
             (multi-channel only).
         uniform_warmup: sample uniformly until the flow's loss beats uniform sampling.
@@ -230,8 +234,8 @@ class Integrator:
         optimizer: optax.GradientTransformation | None = None,
         loss: str = "variance",
         flow: dict[str, Any] | None = None,
-        buffer_capacity: int = 0,
-        buffered_steps: int = 0,
+        buffer_capacity: int | None = None,
+        buffered_steps: int = 3,
         learn_channel_weights: bool = True,
         uniform_warmup: bool = True,
         trainer_options: dict[str, Any] | None = None,
@@ -261,6 +265,8 @@ class Integrator:
         cw = None
         if n_ch > 1 and learn_channel_weights:
             cw = ch.make_channel_weights(n_ch, integrand.n_features)
+        if buffer_capacity is None:
+            buffer_capacity = 10 * batch_size if buffered_steps else 0
         self._trainer_kwargs = dict(
             batch_size=batch_size, loss=loss, buffer_capacity=buffer_capacity,
             buffered_steps=buffered_steps, channel_weights=cw, uniform_warmup=uniform_warmup,
