@@ -360,14 +360,16 @@ def vegas_start(flow: Flow, grids: ArrayLike, key: PRNGKey, *, method: str | Non
     The default, ``"spline"``, trained better at equal integrand budgets (VEGAS evaluations
     included) in ``benchmarks/vegas_init.py`` (``benchmarks/results/vegas_init.md``:
     2^17 evaluations, a quarter of them on VEGAS, 3 seeds): the relative spread of the
-    weights ``sigma_w / I`` after training was 1.48 (spline) vs 1.59 (grid) on the camel
-    a = 0.1, d = 4; 0.70 vs 0.74 at a = 0.2; 0.92 vs 1.47 on a rotated 4-d Gaussian; 0.61
-    vs 0.90 on the annulus; 0.162 vs 0.169 on 3-channel Drell-Yan (flow alone: 2.97, 0.93,
-    1.56, 1.07, 0.22; VEGAS alone: 2.93, 1.65, 7.3, 1.89, 0.32). With a tenth of the budget
-    on VEGAS the spline start wins on the same five too (grid / spline 1.43 in geometric
-    mean). No VEGAS start helps on the d = 8 camels at this budget: at a = 0.2 the grid's
-    2^8 phantom peaks make either start worse than the flow alone, at a = 0.1 VEGAS finds
-    one peak of two.
+    weights ``sigma_w / I`` after training was 1.34 (spline) vs 1.50 (grid) on the camel
+    a = 0.1, d = 4; 0.68 vs 0.69 at a = 0.2; 0.84 vs 1.59 on a rotated 4-d Gaussian; 0.61
+    vs 0.96 on the annulus; 0.154 vs 0.166 on 3-channel Drell-Yan (flow alone: 2.63, 0.74,
+    0.95, 0.69, 0.139; VEGAS alone: 2.93, 1.65, 7.4, 1.92, 0.32). With a tenth of the budget
+    on VEGAS the spline start wins on the same five too (grid / spline 1.41 in geometric
+    mean). A VEGAS start is no help on the d = 8 camels at this budget: at a = 0.2 the
+    grid's 2^8 phantom peaks make either start worse than the flow alone, at a = 0.1 VEGAS
+    finds one peak of two. Note: the spline's knot-slope map has a zero gradient at raw
+    parameter 0, where identity layers start; the benchmark (like the Integrator) moves
+    those raw slopes to 1e-3 before training.
 
     Args:
         flow: the flow to train (``context_dim == C`` for per-channel grids).
