@@ -329,6 +329,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="pin to this many cores")
     p.add_argument("--note", action="append", default=[],
                    help="a line added to the notes of the report (repeatable)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="join these result JSONs (parts of the suite, same settings) into "
+                        "<out>/<name>.json and .md instead of running")
     p.add_argument("--out", type=Path, default=_common.RESULTS_DIR)
     p.add_argument("--name", default="nis")
     return p.parse_args(argv)
@@ -477,9 +480,44 @@ TOOL_NOTES = {
 }
 
 
+def merge(paths: list[Path], out: Path, name: str, notes: list[str], log=print) -> dict:
+    """Join runs of parts of the suite (same settings, e.g. run side by side as separate
+    processes) into one report: rows, integrands and notes concatenated, targets recomputed."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    settings = {k: v for k, v in parts[0]["settings"].items() if k != "integrands"}
+    for p, part in zip(paths, parts, strict=True):
+        other = {k: v for k, v in part["settings"].items() if k != "integrands"}
+        if other != settings:
+            raise ValueError(f"{p}: settings differ from {paths[0]}")
+    rows = [r for part in parts for r in part["rows"]]
+    cases = {c["name"]: itg.get(c["name"]) for part in parts for c in part["integrands"]}
+    first = parts[0]
+    payload = dict(
+        first, settings=first["settings"], rows=rows,
+        integrands=[c.summary() for c in cases.values()], targets=targets(rows, cases),
+        total_s=sum(part["total_s"] for part in parts),
+        shared_machine=any(part["shared_machine"] for part in parts),
+        load_average_end=[part["load_average_end"] for part in parts],
+        notes=[*first["notes"],
+               *(n for part in parts[1:] for n in part["notes"] if n not in first["notes"]),
+               f"Merged from {len(parts)} runs of parts of the suite ("
+               + "; ".join(f"{', '.join(c['name'] for c in part['integrands'])}: "
+                           f"{part['date']}, {part['total_s']:.0f} s" for part in parts)
+               + ").", *notes],
+    )
+    _common.write_json(out / f"{name}.json", payload)
+    _common.write_markdown(out / f"{name}.md",
+                           "Neural importance sampling: jaxnis vs vegas vs madnis",
+                           markdown(payload))
+    log(f"wrote {out / (name + '.json')} and .md")
+    return payload
+
+
 def main(argv=None, log=print) -> dict[str, Any]:
     """Run the benchmark; write ``<out>/<name>.json`` and ``.md``; return the payload."""
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out, args.name, args.note, log)
     threads = _common.limit_cores(args.threads)
     import jax
 

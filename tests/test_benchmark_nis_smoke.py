@@ -56,6 +56,18 @@ def test_nis_benchmark_smoke(tmp_path):
                                                     else 0)
     assert len(data["targets"]) == 2
 
+    # Parts of the suite run separately join into one report with the targets recomputed.
+    (tmp_path / "part.json").write_text(json.dumps(
+        dict(data, rows=[r for r in data["rows"] if r["integrand"] == "annulus"],
+             integrands=[c for c in data["integrands"] if c["name"] == "annulus"])))
+    (tmp_path / "first.json").write_text(json.dumps(
+        dict(data, rows=[r for r in data["rows"] if r["integrand"] == "camel2"],
+             integrands=[c for c in data["integrands"] if c["name"] == "camel2"])))
+    merged = nis.main(["--merge", str(tmp_path / "first.json"), str(tmp_path / "part.json"),
+                       "--out", str(tmp_path), "--name", "merged"], log=lambda *_: None)
+    assert merged["rows"] == data["rows"] and merged["targets"] == data["targets"]
+    assert "Merged from 2 runs" in (tmp_path / "merged.md").read_text()
+
 
 def test_stratified_estimate_and_event_weights():
     """Two strata of different sizes: sum of the stratum means, errors in quadrature; the
