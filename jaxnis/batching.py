@@ -6,7 +6,7 @@ with a few hundred such scalars per event moves kilobytes per event through DRAM
 ``N ~ 1e6`` that memory traffic, not the arithmetic, sets the speed. Calling the same
 compiled function on consecutive chunks of ``~1e4`` events keeps the intermediates in the
 cache. Measured on 2 shared cores for RAMBO on diet, ``n = 4``, float64, ``N = 1e6``:
-2.8x the events per second of the single call and 1.8x its events per CPU-second
+about 2x the events per second of the single call, and 1.8x its events per CPU-second
 (``benchmarks/results/phase_space.md``).
 
 :class:`BatchEvaluator` does this for any function whose inputs and outputs are pytrees
@@ -56,10 +56,12 @@ from jaxnis.types import PyTree
 
 # Events per chunk on the CPU, from the chunk sweep of benchmarks/phase_space.py (RAMBO on diet,
 # massless, float64, N = 1e6, 2 heavily shared cores): events per process-CPU-second relative
-# to MadSpace in the same run, chunks of 4096 / 8192 / 16384 / 32768 / 65536 and one call:
-# n = 4: 0.67 / 0.88 / 0.89 / 0.95 / 0.88, one call 0.50; n = 8: 0.39 / 0.42 / 0.42 / 0.38 /
-# 0.25, one call 0.27. Small chunks lose to per-call overhead, large ones to cache misses (the
-# n = 4 program keeps ~35 [chunk] float64 arrays: 16384 events is ~5 MB, L2/L3-sized).
+# to MadSpace in the same run, chunks of 4096 / 8192 / 16384 / 32768 / 65536 and one call, in
+# two runs: n = 4: 0.67 / 0.88 / 0.89 / 0.95 / 0.88, one call 0.50, and 0.72 / 0.84 / 0.84 /
+# 0.96 / 0.83, one call 0.46; n = 8: 0.39 / 0.42 / 0.42 / 0.38 / 0.25, one call 0.27, and
+# 0.44 / 0.43 / 0.40 / 0.39 / 0.29, one call 0.24. Small chunks lose to per-call overhead,
+# large ones to cache misses (the n = 4 program keeps ~35 [chunk] float64 arrays: 16384
+# events is ~5 MB, L2/L3-sized); 8192-32768 is a plateau within the noise.
 DEFAULT_CHUNK = 16384
 
 
