@@ -36,6 +36,25 @@ def test_zero_raw_parameters_are_exactly_unit_slopes_and_equal_bins(dtype):
     np.testing.assert_allclose(np.diff(xk), 1 / 7, rtol=tol(dtype, 1e-6, 1e-14))
 
 
+def test_slopes_train_from_the_identity(dtype):
+    """At zero raw parameters (every flow's start) the knot slopes have their true derivative
+    ``(1 - min_d) sigmoid(0) / log 2`` and the log-density a non-zero gradient in them."""
+    spline = RationalQuadraticSpline(n_bins=4, min_derivative=0.2)
+
+    def slope(r):
+        return spline.knots(jnp.zeros(spline.n_params, dtype).at[8:].set(r))[2]
+
+    jac = jax.jacfwd(slope)(jnp.zeros(5, dtype))
+    np.testing.assert_allclose(jnp.diag(jac), 0.8 * 0.5 / np.log(2), rtol=tol(dtype, 1e-6, 1e-14))
+
+    def log_det(raw):
+        return spline.forward_and_log_det(raw[None], jnp.full((1,), 0.3, dtype))[1].sum()
+
+    g = jax.grad(log_det)(jnp.zeros(spline.n_params, dtype))
+    # x = 0.3 lies in bin 1 (knots 0.25, 0.5): its two slopes, d_1 and d_2, move the density
+    assert abs(float(g[8 + 1])) > 0.1 and abs(float(g[8 + 2])) > 0.1
+
+
 def test_rqs_params_from_knots_inverts_the_normalisation(dtype):
     spline = RationalQuadraticSpline(n_bins=6, min_bin_width=1e-3, min_bin_height=1e-2,
                                      min_derivative=1e-2)

@@ -126,11 +126,22 @@ _LOG2 = math.log(2.0)
 def _unit_softplus(raw: Array) -> Array:
     """``softplus(raw) / log 2 - 1``: exactly 0 at ``raw = 0``, range ``(-1, inf)``.
 
-    Written as ``(max(raw, 0) + log1p(expm1(-|raw|) / 2)) / log 2``, which is
-    ``(softplus(raw) - log 2) / log 2`` for either sign, never overflows, and is exactly 0 at
-    0 because ``expm1(0) = log1p(0) = 0``.
+    Written per sign as ``raw + log1p(expm1(-raw) / 2)`` (``raw >= 0``) and
+    ``log1p(expm1(raw) / 2)`` (``raw < 0``), over ``log 2``: that is
+    ``(softplus(raw) - log 2) / log 2``, never overflows, and is exactly 0 at 0 because
+    ``expm1(0) = log1p(0) = 0``. Each branch is smooth with slope ``1/2`` at 0, so the
+    derivative there is the true ``sigmoid(0) / log 2``. (The one-line form
+    ``max(raw, 0) + log1p(expm1(-|raw|) / 2)`` has the right values but autodiff combines
+    the subgradients of ``max`` and ``abs`` at the tie to a zero derivative, which froze the
+    slopes of every identity-initialised spline.) Each branch gets its argument through a
+    ``where``, so the branch not taken neither overflows nor leaks a NaN into the gradient.
     """
-    return (jnp.maximum(raw, 0.0) + jnp.log1p(jnp.expm1(-jnp.abs(raw)) * 0.5)) / _LOG2
+    pos = raw >= 0.0
+    r_pos = jnp.where(pos, raw, jnp.zeros_like(raw))
+    r_neg = jnp.where(pos, jnp.zeros_like(raw), raw)
+    up = r_pos + jnp.log1p(jnp.expm1(-r_pos) * 0.5)
+    down = jnp.log1p(jnp.expm1(r_neg) * 0.5)
+    return jnp.where(pos, up, down) / _LOG2
 
 
 def _inverse_unit_softplus(t: Array) -> Array:
