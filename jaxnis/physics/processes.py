@@ -458,13 +458,14 @@ class DrellYan(_Process):
     def _pdf(self, x, q2):
         return (self.pdf or pdfs.toy_xfxq2)(x, q2)
 
-    def _terms(self, event, params):
-        """Parton-luminosity-weighted ``|M|^2``, ``[n_bosons + 1, n_flavours, 2]``: one boson
-        at a time, then all together; last axis: quark from beam a or from beam b.
+    def _flavour_rows(self, event, params, couplings):
+        """Parton-luminosity-weighted ``|M|^2`` per flavour, ``[..., n_flavours, 2]`` (last
+        axis: quark from beam a or from beam b), and ``s_hat``.
 
-        Computed from the chiral coupling matrices of each boson (amplitudes add linearly)
-        with the formula of :mod:`jaxnis.physics.matrix_elements`; swapping the beams swaps
-        the two chiral weights ``W_same <-> W_opp``.
+        ``couplings(s_hat, flavour) -> (re, im)`` gives chiral coupling matrices
+        ``[..., 2, 2]`` (amplitudes add linearly, so a sum of bosons is one matrix); the
+        formula is that of :mod:`jaxnis.physics.matrix_elements`, and swapping the beams
+        swaps the two chiral weights ``W_same <-> W_opp``.
         """
         p = event.momenta
         s_hat = 2.0 * kin.minkowski_dot(p[0], p[1])
@@ -475,25 +476,43 @@ class DrellYan(_Process):
         xf2 = self._pdf(event.x2, s_hat)
         rows = []
         for f in self.flavours:
-            pieces = [pp.coupling_matrix(s_hat, params, f, self.lepton, (b,))
-                      for b in self.bosons]
-            re = jnp.stack([pc[0] for pc in pieces])
-            im = jnp.stack([pc[1] for pc in pieces])
-            re = jnp.concatenate([re, jnp.sum(re, axis=0, keepdims=True)])  # [nb + 1, 2, 2]
-            im = jnp.concatenate([im, jnp.sum(im, axis=0, keepdims=True)])
+            re, im = couplings(s_hat, f)
             g2 = re * re + im * im
-            same = g2[:, 0, 0] + g2[:, 1, 1]
-            opp = g2[:, 0, 1] + g2[:, 1, 0]
+            same = g2[..., 0, 0] + g2[..., 1, 1]
+            opp = g2[..., 0, 1] + g2[..., 1, 0]
             m_a = norm * (same * w_same + opp * w_opp)  # quark from beam a
             m_b = norm * (same * w_opp + opp * w_same)  # quark from beam b
             q, qb = pdfs.flavour_index(f), pdfs.flavour_index(f + "bar")
             rows.append(jnp.stack([xf1[q] * xf2[qb] * m_a, xf1[qb] * xf2[q] * m_b], axis=-1))
-        return jnp.stack(rows, axis=1), s_hat
+        return jnp.stack(rows, axis=-2), s_hat
+
+    def _terms(self, event, params):
+        """Parton-luminosity-weighted ``|M|^2``, ``[n_bosons + 1, n_flavours, 2]``: one boson
+        at a time, then all together (for the channel weights)."""
+
+        def per_boson(s_hat, f):
+            pieces = [pp.coupling_matrix(s_hat, params, f, self.lepton, (b,))
+                      for b in self.bosons]
+            re = jnp.stack([pc[0] for pc in pieces])
+            im = jnp.stack([pc[1] for pc in pieces])
+            return (jnp.concatenate([re, jnp.sum(re, axis=0, keepdims=True)]),  # [nb + 1, 2, 2]
+                    jnp.concatenate([im, jnp.sum(im, axis=0, keepdims=True)]))
+
+        return self._flavour_rows(event, params, per_boson)
+
+    def _summed(self, event, params):
+        """``|M|^2`` summed over flavours, beams and bosons (the total of :meth:`_terms`'s
+        last row) from the summed coupling matrix alone: a scan over a Z' parameter then
+        recomputes only the propagator-dependent sum, not one matrix per boson."""
+        rows, s_hat = self._flavour_rows(
+            event, params,
+            lambda s_hat, f: pp.coupling_matrix(s_hat, params, f, self.lepton, self.bosons))
+        return jnp.sum(rows), s_hat
 
     def _log_f(self, event, params):
-        terms, s_hat = self._terms(event, params)
+        summed, s_hat = self._summed(event, params)
         # x f(x) from the PDFs: divide by x1 x2 once for the number densities
-        dens = safe_div(jnp.sum(terms[-1]), event.x1 * event.x2)
+        dens = safe_div(summed, event.x1 * event.x2)
         leptons = event.momenta[2:]
         passed = (jnp.all(kin.pt(leptons) >= params["pt_min"])
                   & jnp.all(jnp.abs(kin.pseudorapidity(leptons)) <= params["eta_max"]))
