@@ -31,9 +31,8 @@ import numpy as np
 import optax
 
 from jaxnis import channels as ch
-from jaxnis import estimators
+from jaxnis import estimators, pretrain
 from jaxnis.flows.flow import make_flow
-from jaxnis.flows.splines import RationalQuadraticSpline
 from jaxnis.train import Trainer, TrainState, make_trainer, single_channel
 from jaxnis.types import Array, PRNGKey, PyTree
 
@@ -143,39 +142,6 @@ class _Progress:
         self.stream.flush()
 
 
-def _off_the_slope_kink(flow, params, stuck: bool | None = None):
-    """Move the spline slopes' raw parameters from exactly 0 to ``1e-3`` where that matters.
-
-    A flow starts as the identity with every raw spline parameter 0 (zero output layers). If
-    the slope map ``raw -> d`` has a zero derivative at exactly ``raw = 0`` (a tie in a
-    ``max(raw, 0)`` / ``|raw|`` form of the softplus), the gradient reaching the slope outputs
-    is 0 there, they stay 0 for the whole training and only widths and heights learn. Checked
-    here once per flow; when it happens the output biases of the slopes are set to ``1e-3``
-    (knot slopes ``1 + 7e-4``: the start is the identity to that accuracy, and the gradient
-    there is the analytic ``sigmoid(raw) / log 2``).
-    """
-    if stuck is None:
-        stuck = _slope_gradient_vanishes_at_zero(flow)
-    if not stuck:
-        return params
-    transform = flow.transform
-    k, n_par = transform.n_bins, transform.n_params
-    out = params["layers"]["params"]["output"]
-    bias = out["bias"].reshape(out["bias"].shape[0], -1, n_par)
-    bias = bias.at[..., 2 * k:].add(1e-3).reshape(out["bias"].shape)
-    layers = dict(params["layers"]["params"], output=dict(out, bias=bias))
-    return dict(params, layers=dict(params["layers"], params=layers))
-
-
-def _slope_gradient_vanishes_at_zero(flow) -> bool:
-    """Whether the flow's spline slope has a zero derivative at raw parameter 0 (eager)."""
-    transform = flow.transform
-    if not isinstance(transform, RationalQuadraticSpline):
-        return False
-    slope = jax.jit(jax.grad(lambda r: transform.knots(r)[2][0]))
-    return float(slope(jnp.zeros(transform.n_params, jnp.float32))[2 * transform.n_bins]) == 0.0
-
-
 @jax.jit
 def _refine_summary(values: Array, errors: Array, w: Array):
     """The combination of the refine iterations and the unweighting efficiency
@@ -221,6 +187,13 @@ class Integrator:
         progress: show a progress line on stderr.
         steps_per_call: steps (or refine iterations) per call of the compiled program, which
             scans over them; the progress line is updated between calls.
+        vegas_pretrain: run VEGAS per channel before the survey and start the flow's splines
+            from the grids (:mod:`jaxnis.pretrain`): ``True`` for the defaults or a dict with
+            ``n_iter``, ``n_per_iter`` (per channel), ``n_bins``, ``alpha``. Its evaluations
+            count in ``n_eval``; the uniform warm-up is switched off (the flow starts from
+            VEGAS). Off by default: measured in ``benchmarks/results/vegas_init.md``, it helps
+            where VEGAS finds every peak (4-d camels, rotated Gaussian, annulus) and hurts
+            where it loses or invents peaks (8-d camels).
     """
 
     def __init__(
@@ -241,6 +214,7 @@ class Integrator:
         trainer_options: dict[str, Any] | None = None,
         progress: bool = True,
         steps_per_call: int = 25,
+        vegas_pretrain: dict[str, Any] | bool | None = None,
     ):
         if isinstance(f, ch.MultiChannelIntegrand):
             integrand = f
@@ -276,6 +250,15 @@ class Integrator:
         # Compiled kernels per survey length (the learning-rate schedule depends on it).
         self._compiled: dict[int, Any] = {}
         self._active: Any = None
+        self.vegas_pretrain = None
+        if vegas_pretrain:
+            options = dict(vegas_pretrain) if isinstance(vegas_pretrain, dict) else {}
+            unknown = set(options) - {"n_iter", "n_per_iter", "n_bins", "alpha"}
+            if unknown:
+                raise ValueError(f"unknown vegas_pretrain options {sorted(unknown)}")
+            self.vegas_pretrain = {"n_iter": 8, "n_per_iter": 2048, "n_bins": 64,
+                                   "alpha": 1.5} | options
+            self._trainer_kwargs["uniform_warmup"] = False
 
     def _trainer(self, n_survey: int):
         """The trainer and its compiled programs for a survey of ``n_survey`` steps.
@@ -295,12 +278,21 @@ class Integrator:
             length = self.steps_per_call
             flow = self.flow
 
-            stuck = _slope_gradient_vanishes_at_zero(flow)
+            vegas_options = self.vegas_pretrain
 
-            def init(key):
+            def init(key, theta):
+                """Fresh state; with VEGAS pretraining also its grids' evaluation count."""
+                k_vegas, key = jax.random.split(key)
                 # trainer.init draws the flow from the first of these keys
                 flow_params = flow.init(jax.random.split(key, 3)[0])
-                return trainer.init(key, _off_the_slope_kink(flow, flow_params, stuck))
+                n_vegas = jnp.zeros((), jnp.int32)
+                if vegas_options is not None:
+                    o = vegas_options
+                    pre = pretrain.pretrain_channels(k_vegas, self.integrand, theta, o["n_iter"],
+                                                     o["n_per_iter"], o["n_bins"], o["alpha"])
+                    flow_params = pretrain.flow_params_from_grid(flow, flow_params, pre.grids)
+                    n_vegas = jnp.asarray(pre.n_eval, jnp.int32)
+                return trainer.init(key, flow_params), n_vegas
 
             def chunk(key, state, theta, train, n_valid):
                 def body(state, xs):
@@ -343,7 +335,8 @@ class Integrator:
         """Survey: ``n_steps`` training steps from a fresh state. Returns the history."""
         _, init, _, _ = self._trainer(n_steps)
         k_init, k_steps = jax.random.split(key)
-        self.state = init(k_init)
+        self.state, n_vegas = init(k_init, self.theta)
+        self.n_eval += int(n_vegas)
         bar = _Progress(n_steps, "survey", self.progress)
         rows = self._run(
             k_steps, n_steps, True, bar,
