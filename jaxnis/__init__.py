@@ -4,12 +4,15 @@ Modules: :mod:`~jaxnis.kinematics` (four-vectors), :mod:`~jaxnis.phasespace` (ma
 exact weights), :mod:`~jaxnis.physics` (matrix elements, PDFs, processes),
 :mod:`~jaxnis.cuts`, :mod:`~jaxnis.flows` (spline coupling flows), :mod:`~jaxnis.vegas`,
 :mod:`~jaxnis.channels`, :mod:`~jaxnis.losses`, :mod:`~jaxnis.estimators`,
-:mod:`~jaxnis.train` (init/step kernels) and :mod:`~jaxnis.integrate` (the front door).
+:mod:`~jaxnis.train` (init/step kernels), :mod:`~jaxnis.pretrain` (VEGAS starts of a flow),
+:mod:`~jaxnis.integrate` (the front door), :mod:`~jaxnis.studies` (gradients, scans, fits)
+and :mod:`~jaxnis.batching` (large batches in cache-sized chunks).
 Importing jaxnis does not import distrax: the distrax wrappers live in
 :mod:`jaxnis.flows.distrax_interop`.
 """
 
 from jaxnis import (
+    batching,
     channels,
     cuts,
     estimators,
@@ -20,17 +23,22 @@ from jaxnis import (
     numerics,
     phasespace,
     physics,
+    pretrain,
+    studies,
     train,
     vegas,
 )
+from jaxnis.batching import BatchEvaluator, map_in_chunks
 from jaxnis.integrate import Integrator, Result
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchEvaluator",
     "Integrator",
     "Result",
     "__version__",
+    "batching",
     "channels",
     "cuts",
     "estimators",
@@ -38,9 +46,12 @@ __all__ = [
     "integrate",
     "kinematics",
     "losses",
+    "map_in_chunks",
     "numerics",
     "phasespace",
     "physics",
+    "pretrain",
+    "studies",
     "train",
     "vegas",
 ]
