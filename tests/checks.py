@@ -109,3 +109,13 @@ def assert_mc_mean(weights, truth: float, *, n_sigma: float = 3.0) -> float:
     pull = (mean - truth) / err
     assert abs(pull) < n_sigma, f"mean {mean:.8g} +- {err:.3g} vs {truth:.8g}: pull {pull:.2f}"
     return pull
+
+
+def random_grid(key, dim: int, n_bins: int, dtype):
+    """A non-uniform VEGAS grid ``[dim, n_bins + 1]``; its narrowest bin is at least
+    ``0.2 / n_bins`` wide."""
+    w = 0.2 + jax.random.uniform(key, (dim, n_bins), dtype=dtype)
+    w = w / jnp.sum(w, axis=-1, keepdims=True)
+    inner = jnp.cumsum(w, axis=-1)[:, :-1]
+    zeros, ones = jnp.zeros((dim, 1), dtype), jnp.ones((dim, 1), dtype)
+    return jnp.concatenate([zeros, inner, ones], axis=-1)

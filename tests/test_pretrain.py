@@ -15,20 +15,11 @@ from jaxnis import pretrain as P
 from jaxnis import vegas as V
 from jaxnis.flows import make_flow
 from jaxnis.train import make_trainer
-from tests.checks import assert_mc_mean
+from tests.checks import assert_mc_mean, random_grid
 from tests.conftest import tol
 
 N_CH, DIM = 2, 3
 FLOW = make_flow(DIM, n_bins=4, hidden=(8,), context_dim=N_CH)
-
-
-def random_grid(key, dim, n_bins, dtype):
-    """A non-uniform grid whose narrowest bin is at least 0.2 / n_bins wide."""
-    w = 0.2 + jax.random.uniform(key, (dim, n_bins), dtype=dtype)
-    w = w / jnp.sum(w, axis=-1, keepdims=True)
-    inner = jnp.cumsum(w, axis=-1)[:, :-1]
-    zeros, ones = jnp.zeros((dim, 1), dtype), jnp.ones((dim, 1), dtype)
-    return jnp.concatenate([zeros, inner, ones], axis=-1)
 
 
 def perturbed_params(flow, key, dtype, scale=0.5):

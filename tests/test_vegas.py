@@ -16,6 +16,7 @@ from tests.checks import (
     assert_grad_matches_fd,
     assert_logdet_matches_jacobian,
     assert_round_trip,
+    random_grid,
 )
 from tests.conftest import tol
 
@@ -64,15 +65,6 @@ def camel_second_moment(edges, a: float) -> float:
     return (prod_over_axes(1 / 3) + prod_over_axes(2 / 3) + 2 * cross * prod_over_axes(0.5)) / (
         4 * norm2
     )
-
-
-def random_grid(key, dim, n_bins, dtype):
-    """A non-uniform grid whose narrowest bin is at least 0.2 / n_bins wide."""
-    w = 0.2 + jax.random.uniform(key, (dim, n_bins), dtype=dtype)
-    w = w / jnp.sum(w, axis=-1, keepdims=True)
-    inner = jnp.cumsum(w, axis=-1)[:, :-1]
-    zeros, ones = jnp.zeros((dim, 1), dtype), jnp.ones((dim, 1), dtype)
-    return jnp.concatenate([zeros, inner, ones], axis=-1)
 
 
 def unit_points(key, n, dim, dtype):
