@@ -4,6 +4,13 @@ The suite runs twice (see the Makefile): once in the default 32-bit JAX mode, an
 with ``JAX_ENABLE_X64=1 pytest -m x64``. Tests that need float64 carry the ``x64`` mark
 (the ``dtype`` fixture adds it to its float64 case); they are deselected in the 32-bit run
 and are the only tests selected in the 64-bit run.
+
+Programs are compiled with most of XLA's optimisations off
+(``jax_disable_most_optimizations``): the suite's time is mostly compilation of small
+programs run a few times, and switching the optimisations off cuts it by about 40 %. The
+numbers the tests assert do not depend on it, except float32 rounding bounds, which are a
+property of the optimised programs users run: tests asserting such a bound carry the
+``optimized`` mark and compile with the optimisations on.
 """
 
 from __future__ import annotations
@@ -13,6 +20,20 @@ import jax.numpy as jnp
 import pytest
 
 X64 = bool(jax.config.read("jax_enable_x64"))
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimisations(request):
+    """Compile with XLA's optimisations on for tests marked ``optimized``."""
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", True)
 
 
 def pytest_collection_modifyitems(config, items):

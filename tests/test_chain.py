@@ -92,6 +92,7 @@ def test_three_body_volume_with_breit_wigner(dtype, tree, masses, truth):
     _assert_round_trip(tree, cond, r, dtype)
 
 
+@pytest.mark.optimized
 def test_four_body_volume_two_intermediate_nodes(dtype):
     cond = _tree4_cond(dtype)
     assert TREE_4.n_random == 8

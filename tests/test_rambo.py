@@ -177,6 +177,7 @@ def test_massive_three_body_mc_volume(cls, dtype):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.optimized
 def test_conservation_and_on_shell(dtype):
     sqrt_s = 1000.0
     for ps, masses in maps_for(dtype):
@@ -196,6 +197,7 @@ def test_conservation_and_on_shell(dtype):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.optimized
 def test_diet_round_trip(dtype):
     for ps, masses in maps_for(dtype):
         if not isinstance(ps, RamboOnDiet):
