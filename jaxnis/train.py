@@ -293,7 +293,9 @@ def make_trainer(
     def push(buffer: Buffer, batch: _Batch) -> Buffer:
         if not buffer_capacity:
             return buffer
-        fields = [jax.lax.dynamic_update_slice_in_dim(old, new, buffer.head, axis=0)
+        # the buffer keeps the flow's dtype (a float64 integrand under x64 is stored as such)
+        fields = [jax.lax.dynamic_update_slice_in_dim(old, new.astype(old.dtype), buffer.head,
+                                                      axis=0)
                   for old, new in zip(buffer[:7], batch, strict=True)]
         return Buffer(*fields, size=jnp.minimum(buffer.size + n, buffer_capacity),
                       head=(buffer.head + n) % buffer_capacity)
@@ -414,6 +416,9 @@ def make_trainer(
                 use_flow=jnp.where(update, use_flow, state.use_flow),
                 step=jnp.where(update, state.step + 1, state.step),
             )
+        # A step keeps the state's dtypes (a float64 integrand under x64 with a float32
+        # flow would otherwise promote the spreads), so it can be a scan or loop carry.
+        new_state = jax.tree.map(lambda a, b: a.astype(b.dtype), new_state, state)
         return new_state, info
 
     def _uniform_loss(batch: _Batch, state: TrainState):

@@ -1,0 +1,31 @@
+"""The ``jaxnis`` command: the README's main job runs and its numbers agree with their
+references (float64, as ``jaxnis demo`` runs by default)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from jaxnis import cli
+
+
+@pytest.mark.x64
+def test_quick_demo_runs_and_every_pull_is_small(capsys):
+    assert cli.demo(quick=True) == 0
+    text = capsys.readouterr().out
+    assert "(float64)" in text and "done in" in text
+    pulls = [float(p) for p in re.findall(r"\(pull ([+-][0-9.]+)\)", text)]
+    assert len(pulls) == 4, text  # two volumes, sigma(ee -> mu mu), d sigma / d M_Z
+    assert all(abs(p) < 4 for p in pulls), pulls
+    channels = [float(v) for v in re.findall(r"channel \w+ +([0-9.]+) pb", text)]
+    sigma, error = map(float, re.search(r"sigma \(m_ll > 60 GeV\) +([0-9.]+) \+- ([0-9.e+-]+)",
+                                        text).groups())
+    # the channel contributions add up to the total within its error (the Z dominates)
+    assert len(channels) == 3 and abs(sum(channels) - sigma) < 3 * error
+    assert max(channels) == channels[1] > 0.9 * sigma
+
+
+def test_unknown_command_is_an_error():
+    with pytest.raises(SystemExit):
+        cli.main(["fly"])
