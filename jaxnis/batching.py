@@ -65,12 +65,41 @@ from jaxnis.types import PyTree
 DEFAULT_CHUNK = 16384
 
 
-def _check_chunk(chunk) -> int | None:
+def check_chunk(chunk, name: str = "chunk") -> int | None:
+    """``chunk`` as an int, or ``None``; ``ValueError`` naming ``name`` otherwise (static)."""
     if chunk is None:
         return None
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer or None, got chunk={chunk!r}")
+        raise ValueError(f"{name} must be a positive integer or None, got {name}={chunk!r}")
     return int(chunk)
+
+
+def vmap_chunked(fn: Callable, args: tuple, chunk: int | None = None,
+                 name: str = "event_chunk") -> PyTree:
+    """``jax.vmap(fn)(*args)`` over the leading axis ``N`` of ``args``, ``chunk`` rows at a
+    time, inside a traced program (``lax.map`` over blocks; ``None``: one ``vmap``).
+
+    The traceable counterpart of :class:`BatchEvaluator` for use under ``jit`` or ``grad``:
+    tiling bounds the intermediates to ``chunk`` rows, which keeps them in the CPU caches
+    when a row's work is large (every row evaluated at a whole parameter grid, for
+    example); inside a block the work is still vectorised. The last block is padded with
+    copies of the first row (valid inputs: no NaN) and the padding is dropped again.
+    ``name`` names ``chunk`` in the error for a bad value.
+    """
+    chunk = check_chunk(chunk, name)
+    n = jax.tree.leaves(args)[0].shape[0]
+    if chunk is None or n <= chunk:
+        return jax.vmap(fn)(*args)
+    n_blocks = -(-n // chunk)
+    pad = n_blocks * chunk - n
+
+    def blocks(x):
+        if pad:
+            x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+        return x.reshape((n_blocks, chunk) + x.shape[1:])
+
+    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), jax.tree.map(blocks, args))
+    return jax.tree.map(lambda y: y.reshape((n_blocks * chunk,) + y.shape[2:])[:n], out)
 
 
 def _check_in_axes(in_axes) -> int | None | tuple:
@@ -128,7 +157,7 @@ class BatchEvaluator:
         if not callable(fn):
             raise ValueError(f"fn must be callable, got {fn!r}")
         self.fn = fn
-        self.chunk = _check_chunk(chunk)
+        self.chunk = check_chunk(chunk)
         self.in_axes = _check_in_axes(in_axes)
         self.jitted = jax.jit(fn, **jit_kwargs)
         self._take = jax.jit(_take, static_argnums=(2,))
@@ -214,7 +243,7 @@ def map_in_chunks(fn: Callable[..., PyTree], *args: Any, chunk: int | None = DEF
     """``jax.jit(fn)(*args)`` evaluated in chunks of ``chunk`` events (see
     :class:`BatchEvaluator`). The evaluator is cached per ``(fn, chunk, in_axes)``, so
     repeated calls with the same function compile once."""
-    return _evaluator(fn, _check_chunk(chunk), _check_in_axes(in_axes))(*args)
+    return _evaluator(fn, check_chunk(chunk), _check_in_axes(in_axes))(*args)
 
 
 @functools.lru_cache(maxsize=64)
@@ -222,4 +251,4 @@ def _evaluator(fn, chunk, in_axes) -> BatchEvaluator:
     return BatchEvaluator(fn, chunk=chunk, in_axes=in_axes)
 
 
-__all__ = ["DEFAULT_CHUNK", "BatchEvaluator", "map_in_chunks"]
+__all__ = ["DEFAULT_CHUNK", "BatchEvaluator", "check_chunk", "map_in_chunks", "vmap_chunked"]

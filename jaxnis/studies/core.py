@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnis import estimators
+from jaxnis.batching import check_chunk, vmap_chunked
 from jaxnis.types import Array, ArrayLike, Params, PRNGKey, PyTree
 
 _MODES = ("auto", "fwd", "rev")
@@ -268,38 +269,6 @@ def params_dtype(params: Params):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             return leaf.dtype
     return jnp.dtype(float)
-
-
-def check_chunk(chunk: int | None, name: str = "event_chunk") -> None:
-    """Raise ``ValueError`` unless ``chunk`` is ``None`` or a positive int (static)."""
-    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool)
-                              or chunk < 1):
-        raise ValueError(f"{name} must be None or a positive int, got {chunk!r}")
-
-
-def vmap_chunked(fn: Callable, args: tuple, chunk: int | None = None) -> PyTree:
-    """``jax.vmap(fn)(*args)`` over the leading axis ``N`` of ``args``, ``chunk`` rows at a
-    time (``lax.map`` over blocks; ``None``: one ``vmap``). Outputs are stacked ``[N, ...]``.
-
-    Tiling bounds the intermediates to ``chunk`` rows, which keeps them in the CPU caches
-    when a row's work is large (every row evaluated at a whole parameter grid, for
-    example); inside a block the work is still vectorised. The last block is padded with
-    copies of the first row (valid inputs: no NaN) and the padding is dropped again.
-    """
-    check_chunk(chunk)
-    n = jax.tree.leaves(args)[0].shape[0]
-    if chunk is None or n <= chunk:
-        return jax.vmap(fn)(*args)
-    n_blocks = -(-n // chunk)
-    pad = n_blocks * chunk - n
-
-    def blocks(x):
-        if pad:
-            x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
-        return x.reshape((n_blocks, chunk) + x.shape[1:])
-
-    out = jax.lax.map(lambda a: jax.vmap(fn)(*a), jax.tree.map(blocks, args))
-    return jax.tree.map(lambda y: y.reshape((n_blocks * chunk,) + y.shape[2:])[:n], out)
 
 
 def map_points(fn: Callable, points: Points, n_channels: int,

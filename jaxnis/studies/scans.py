@@ -112,7 +112,7 @@ def scan_cross_section(integrand: Any, params: Params, grid: Mapping[str, ArrayL
     integrand = as_integrand(integrand, None if points is None else points.r.shape[-1])
     points = default_points(integrand, params, key, n, points)
     values = grid_values(params, grid)
-    check_chunk(event_chunk)
+    check_chunk(event_chunk, "event_chunk")
     n_ch = integrand.n_channels
     if wrt is not None:
         wrt = tuple(wrt)
