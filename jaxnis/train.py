@@ -300,18 +300,23 @@ def make_trainer(
         return Buffer(*fields, size=jnp.minimum(buffer.size + n, buffer_capacity),
                       head=(buffer.head + n) % buffer_capacity)
 
-    def buffered(key, params, opt_state, buffer: Buffer, active):
-        def one(carry, k):
+    def buffered(key, params, opt_state, buffer: Buffer, fresh: Array, active):
+        """``1 + buffered_steps`` updates under one ``lax.scan``: the first on the fresh
+        batch (at buffer slots ``fresh``), the rest on random buffer draws. One scan body
+        means one compiled copy of the loss gradient, whatever ``buffered_steps``."""
+        def one(carry, xs):
             params, opt_state = carry
-            idx = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
-            b = _Batch(*(x[idx] for x in buffer[:7]))
-            params, opt_state, _ = optimise(params, opt_state, b, b.log_q, active)
-            return (params, opt_state), None
+            k, first = xs
+            drawn = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
+            b = _Batch(*(x[jnp.where(first, fresh, drawn)] for x in buffer[:7]))
+            params, opt_state, value = optimise(params, opt_state, b, b.log_q, active)
+            return (params, opt_state), value
 
-        (params, opt_state), _ = jax.lax.scan(
-            one, (params, opt_state), jax.random.split(key, buffered_steps)
+        firsts = jnp.arange(1 + buffered_steps) == 0
+        (params, opt_state), values = jax.lax.scan(
+            one, (params, opt_state), (jax.random.split(key, 1 + buffered_steps), firsts)
         )
-        return params, opt_state
+        return params, opt_state, values[0]
 
     def weights(params, batch: _Batch, active):
         log_w = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
@@ -346,13 +351,17 @@ def make_trainer(
         )
 
     def train_on(k_buf, state: TrainState, batch: _Batch):
-        params, opt_state, value = optimise(
-            state.params, state.opt_state, batch, batch.log_q, state.active
-        )
+        if not buffered_steps:
+            params, opt_state, value = optimise(
+                state.params, state.opt_state, batch, batch.log_q, state.active
+            )
+            return params, opt_state, push(state.buffer, batch), value
         buffer = push(state.buffer, batch)
-        if buffered_steps:
-            params, opt_state = buffered(k_buf, params, opt_state, buffer, state.active)
-        return params, opt_state, buffer, value
+        fresh = (state.buffer.head + jnp.arange(n)) % buffer_capacity
+        params, opt_state, value = buffered(k_buf, state.params, state.opt_state, buffer,
+                                            fresh, state.active)
+        # the loss on the buffered copy has the buffer's dtype; report it in the batch's
+        return params, opt_state, buffer, value.astype(batch.log_fj.dtype)
 
     def step(key: PRNGKey, state: TrainState, theta: PyTree = None, update: Any = True):
         k_draw, k_buf = jax.random.split(key)
