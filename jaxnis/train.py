@@ -188,6 +188,7 @@ def make_trainer(
     drop_threshold: float = 0.0,
     drop_after: int = 20,
     uniform_warmup: bool = False,
+    kl_steps: int = 0,
 ) -> Trainer:
     """Build the pure training kernel.
 
@@ -212,6 +213,11 @@ def make_trainer(
         drop_after: steps before dropping is considered, and between checks.
         uniform_warmup: start by sampling uniformly and switch to the flow once its loss,
             estimated on the uniform batch, beats that of uniform sampling (ZuNIS).
+        kl_steps: train with the forward KL divergence for the first ``kl_steps`` steps, then
+            with ``loss``. KL weighs every event by ``w`` where the variance weighs it by
+            ``w^2``: it is robust while the weights are heavy-tailed (a sampler far from the
+            target), and the variance then sharpens the sampler where it matters for the
+            error. The step count is traced: no recompilation.
 
     Returns:
         :class:`Trainer`.
@@ -233,6 +239,8 @@ def make_trainer(
             f"batch_size={batch_size} is too small for {n_ch} channels with "
             f"min_per_channel={min_per_channel}"
         )
+    if isinstance(kl_steps, bool) or not isinstance(kl_steps, int) or kl_steps < 0:
+        raise ValueError(f"kl_steps must be an integer >= 0, got {kl_steps!r}")
     if not 0.0 <= sigma_decay < 1.0:
         raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
 
@@ -257,15 +265,22 @@ def make_trainer(
             )
         return jnp.take_along_axis(la, channel[:, None], axis=1)[:, 0]
 
-    def loss_fn(params, batch: _Batch, log_q_sampled, active):
+    def objective(log_f, log_q, batch: _Batch, log_q_sampled, kl_phase):
+        if loss == "variance":
+            main = losses.stratified_variance_loss(
+                log_f, log_q, batch.channel, n_ch, log_q_sampled, sign_f=batch.sign
+            )
+        else:
+            main = losses.get_loss(loss)(log_f, log_q, log_q_sampled)
+        if not kl_steps or loss == "kl":
+            return main
+        return jnp.where(kl_phase, losses.kl_loss(log_f, log_q, log_q_sampled), main)
+
+    def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase):
         log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
         log_f = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
                                          batch.channel, active)
-        if loss == "variance":
-            return losses.stratified_variance_loss(
-                log_f, log_q, batch.channel, n_ch, log_q_sampled, sign_f=batch.sign
-            )
-        return losses.get_loss(loss)(log_f, log_q, log_q_sampled)
+        return objective(log_f, log_q, batch, log_q_sampled, kl_phase)
 
     def draw(key, state: TrainState, theta) -> tuple[_Batch, Array]:
         channel = ch.channel_ids(state.counts, n)
@@ -285,8 +300,9 @@ def make_trainer(
         batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
         return batch, n_bad
 
-    def optimise(params, opt_state, batch, log_q_sampled, active):
-        value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active)
+    def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase):
+        value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active,
+                                                   kl_phase)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, value
 
@@ -300,7 +316,7 @@ def make_trainer(
         return Buffer(*fields, size=jnp.minimum(buffer.size + n, buffer_capacity),
                       head=(buffer.head + n) % buffer_capacity)
 
-    def buffered(key, params, opt_state, buffer: Buffer, fresh: Array, active):
+    def buffered(key, params, opt_state, buffer: Buffer, fresh: Array, active, kl_phase):
         """``1 + buffered_steps`` updates under one ``lax.scan``: the first on the fresh
         batch (at buffer slots ``fresh``), the rest on random buffer draws. One scan body
         means one compiled copy of the loss gradient, whatever ``buffered_steps``."""
@@ -309,7 +325,8 @@ def make_trainer(
             k, first = xs
             drawn = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
             b = _Batch(*(x[jnp.where(first, fresh, drawn)] for x in buffer[:7]))
-            params, opt_state, value = optimise(params, opt_state, b, b.log_q, active)
+            params, opt_state, value = optimise(params, opt_state, b, b.log_q, active,
+                                                kl_phase)
             return (params, opt_state), value
 
         firsts = jnp.arange(1 + buffered_steps) == 0
@@ -351,15 +368,16 @@ def make_trainer(
         )
 
     def train_on(k_buf, state: TrainState, batch: _Batch):
+        kl_phase = state.step < kl_steps
         if not buffered_steps:
             params, opt_state, value = optimise(
-                state.params, state.opt_state, batch, batch.log_q, state.active
+                state.params, state.opt_state, batch, batch.log_q, state.active, kl_phase
             )
             return params, opt_state, push(state.buffer, batch), value
         buffer = push(state.buffer, batch)
         fresh = (state.buffer.head + jnp.arange(n)) % buffer_capacity
         params, opt_state, value = buffered(k_buf, state.params, state.opt_state, buffer,
-                                            fresh, state.active)
+                                            fresh, state.active, kl_phase)
         # the loss on the buffered copy has the buffer's dtype; report it in the batch's
         return params, opt_state, buffer, value.astype(batch.log_fj.dtype)
 
@@ -431,15 +449,12 @@ def make_trainer(
         return new_state, info
 
     def _uniform_loss(batch: _Batch, state: TrainState):
-        """The loss that uniform sampling (``log q = 0``) would have, estimated on ``batch``."""
+        """The loss that uniform sampling (``log q = 0``) would have, estimated on ``batch``
+        (the loss of the current phase, so that it compares with the flow's)."""
         zeros = jnp.zeros_like(batch.log_q)
         log_f = batch.log_fj + log_alpha(state.params, batch.log_prior, batch.features,
                                          batch.channel, state.active)
-        if loss == "variance":
-            return losses.stratified_variance_loss(
-                log_f, zeros, batch.channel, n_ch, batch.log_q, sign_f=batch.sign
-            )
-        return losses.get_loss(loss)(log_f, zeros, batch.log_q)
+        return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps)
 
     def sample(key: PRNGKey, state: TrainState, theta: PyTree = None):
         """A fresh batch with its weights, no update: ``(batch, w [N], n_nonfinite)``."""

@@ -170,6 +170,34 @@ def test_bad_configuration_raises():
         make_trainer(f, FLOW, optax.adam(1e-3), batch_size=64, buffered_steps=2)
     with pytest.raises(ValueError, match="dim must be >= 1"):
         single_channel(camel, 0)
+    with pytest.raises(ValueError, match="kl_steps must be an integer >= 0"):
+        make_trainer(f, FLOW, optax.adam(1e-3), batch_size=64, kl_steps=-1)
+
+
+def test_kl_phase_trains_with_kl_then_with_the_variance():
+    """With ``kl_steps=2`` the first two steps are those of a KL trainer (same keys, same
+    parameters), the third is not; without the phase the first step already differs."""
+    f, opt = single_channel(camel, 2), optax.adam(1e-2)
+    kw = dict(batch_size=64, buffer_capacity=128, buffered_steps=1)
+    phased = make_trainer(f, FLOW, opt, kl_steps=2, **kw)
+    runs = {name: make_trainer(f, FLOW, opt, loss=loss, **kw)
+            for name, loss in (("kl", "kl"), ("variance", "variance"))}
+    runs["phased"] = phased
+    states = {name: t.init(jax.random.key(0)) for name, t in runs.items()}
+    steps = {name: jax.jit(t.step) for name, t in runs.items()}
+    gaps = []
+    for k in jax.random.split(jax.random.key(1), 3):
+        infos = {}
+        for name in runs:
+            states[name], infos[name] = steps[name](k, states[name], THETA)
+        flat = {name: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(st.params)])
+                for name, st in states.items()}
+        gaps.append({other: float(jnp.max(jnp.abs(flat["phased"] - flat[other])))
+                     for other in ("kl", "variance")})
+        assert np.isfinite(float(infos["phased"].loss))
+    assert gaps[0]["kl"] == 0.0 and gaps[1]["kl"] == 0.0, gaps
+    assert gaps[0]["variance"] > 1e-4, gaps  # the phase changes the first update
+    assert gaps[2]["kl"] > 1e-4, gaps  # after the phase the variance loss takes over
 
 
 def test_frozen_step_reports_a_fresh_batch_and_leaves_the_state_unchanged():
