@@ -388,6 +388,13 @@ def targets(rows: list[dict[str, Any]], cases: dict[str, itg.Integrand]) -> list
     return out
 
 
+def shared_machine(load_start: float, load_end: float, threads: int) -> bool:
+    """Whether other work shared the cores: a 1-minute load average above what this run puts
+    on them itself (up to ``threads`` busy cores; at the start, a previous part of the suite
+    run just before), by more than half a core."""
+    return max(load_start, load_end) > threads + 0.5
+
+
 def markdown(payload: dict[str, Any]) -> list[str]:
     s = payload["settings"]
     rows = payload["rows"]
@@ -496,7 +503,10 @@ def merge(paths: list[Path], out: Path, name: str, notes: list[str], log=print) 
         first, settings=first["settings"], rows=rows,
         integrands=[c.summary() for c in cases.values()], targets=targets(rows, cases),
         total_s=sum(part["total_s"] for part in parts),
-        shared_machine=any(part["shared_machine"] for part in parts),
+        shared_machine=any(
+            shared_machine(part["machine"].get("load_average_1_5_15min", [0])[0],
+                           part["load_average_end"][0], part["machine"]["usable_cores"])
+            for part in parts),
         load_average_end=[part["load_average_end"] for part in parts],
         notes=[*first["notes"],
                *(n for part in parts[1:] for n in part["notes"] if n not in first["notes"]),
@@ -575,7 +585,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
                 f"wall {row['wall_s']:.1f} s cpu {row['cpu_s']:.1f} s")
     total = time.perf_counter() - t_start
     load_end = [round(v, 2) for v in __import__("os").getloadavg()]
-    shared = max(machine.get("load_average_1_5_15min", [0])[0], load_end[0]) > 0.5 * threads
+    shared = shared_machine(machine.get("load_average_1_5_15min", [0])[0], load_end[0],
+                            threads)
     notes = [
         "Peers' wall times exclude compiling the JAX process integrand for NumPy callers "
         "(a cost of this harness): " + (", ".join(f"{k} {v:.1f} s"
