@@ -177,10 +177,11 @@ def test_bad_configuration_raises():
 def test_kl_phase_trains_with_kl_then_with_the_variance():
     """With ``kl_steps=2`` the first two steps are those of a KL trainer (same keys, same
     parameters), the third is not; without the phase the first step already differs."""
-    f, opt = single_channel(camel, 2), optax.adam(1e-2)
+    f, opt, flow = single_channel(camel, 2), optax.adam(1e-2), make_flow(2, n_bins=4,
+                                                                         hidden=(8,))
     kw = dict(batch_size=64, buffer_capacity=128, buffered_steps=1)
-    phased = make_trainer(f, FLOW, opt, kl_steps=2, **kw)
-    runs = {name: make_trainer(f, FLOW, opt, loss=loss, **kw)
+    phased = make_trainer(f, flow, opt, kl_steps=2, **kw)
+    runs = {name: make_trainer(f, flow, opt, loss=loss, **kw)
             for name, loss in (("kl", "kl"), ("variance", "variance"))}
     runs["phased"] = phased
     states = {name: t.init(jax.random.key(0)) for name, t in runs.items()}
