@@ -182,8 +182,8 @@ class Integrator:
             variance by ``w^2``: from a sampler far from the target, the variance loss chases
             the few largest weights. Measured (``benchmarks/nis.py``, 2.5e5 training
             evaluations, seeds 0-2): the 16-d rotated Gaussian went from relative errors of
-            0.43-0.64 with pulls down to -113 (variance only) to 0.013-0.017 with pulls
-            below 0.3; the 8-d camel from 4.5e-3 to 2.5e-3. The thin rings of i-flow's two
+            0.43-0.64 with pulls +0.7, -8.4 and -113 (variance only) to 0.013-0.017 with
+            pulls below 0.9; the 8-d camel from 4.5e-3 to 2.5e-3. The thin rings of i-flow's two
             circles lose 1.2-1.6x (the variance loss alone suits such sharp, thin support),
             and multi-channel processes, whose channel maps already flatten the peaks, lose
             unweighting efficiency with a KL phase, hence 0 there.
