@@ -10,10 +10,14 @@ Programs are compiled with most of XLA's optimisations off
 programs run a few times, and switching the optimisations off cuts it by about 40 %. The
 numbers the tests assert do not depend on it, except float32 rounding bounds, which are a
 property of the optimised programs users run: tests asserting such a bound carry the
-``optimized`` mark and compile with the optimisations on.
+``optimized`` mark and compile with the optimisations on in the 32-bit run (the 64-bit
+run's bounds hold either way, and compiling with the optimisations costs it time).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +26,22 @@ import pytest
 X64 = bool(jax.config.read("jax_enable_x64"))
 jax.config.update("jax_disable_most_optimizations", True)
 
+# Many tests compile the same programs (the same flow or integrator configuration built in
+# several tests, and module-level programs in both xdist workers). JAX's persistent
+# compilation cache, keyed by the program itself, lets them compile once per run. The
+# directory is outside git (.gitignore); JAXNIS_TEST_JAX_CACHE="" switches the cache off.
+_CACHE = os.environ.get("JAXNIS_TEST_JAX_CACHE",
+                        str(Path(__file__).resolve().parents[1] / ".jax_test_cache"))
+if _CACHE:
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 
 @pytest.fixture(autouse=True)
 def _xla_optimisations(request):
-    """Compile with XLA's optimisations on for tests marked ``optimized``."""
-    if request.node.get_closest_marker("optimized") is None:
+    """Compile with XLA's optimisations on for tests marked ``optimized`` (32-bit run)."""
+    if X64 or request.node.get_closest_marker("optimized") is None:
         yield
         return
     jax.config.update("jax_disable_most_optimizations", False)
