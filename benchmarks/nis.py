@@ -27,15 +27,20 @@ final sample of events from the frozen sampler:
 The tools:
 
 * **jaxnis**: ``jaxnis.integrate.Integrator`` (``train`` for the survey, ``refine`` for the
-  final events), a coupling flow with binary masks, rational-quadratic splines of 10 bins,
-  conditioners with two hidden layers of 32 (three linear layers), Adam with a cosine
-  decay from the learning rate to a tenth over the survey, variance loss (stratified over
-  channels), uniform warm-up, buffered training (1 + 3 updates per evaluated batch, from a
-  buffer of the last 10 batches); multi-channel processes as their
+  final events) with its defaults for the integrand's dimension
+  (``jaxnis.integrate.default_options``): a coupling flow with binary masks
+  (``2 ceil(log2 d)`` layers), rational-quadratic splines of 10 bins, conditioners with two
+  hidden layers of 32 (three linear layers), Adam at 3e-3 with a cosine decay to a tenth
+  over the survey, a forward-KL phase (the first 75% of a single channel's survey) then
+  the variance loss (stratified over channels), uniform warm-up, buffered training (1 + 3
+  updates per evaluated batch, from a buffer of the last 10 batches); for ``d <= 2`` eight
+  layers of 16 bins, Adam at 1e-2, 1 + 7 updates per batch, no KL phase. Each row records
+  the layers, bins, widths and learning rate. Multi-channel processes as their
   ``MultiChannelIntegrand`` (one flow conditioned on the channel, learned channel weights
   on the single-diagram-enhanced prior).
-* **madnis** (PyTorch, CPU): ``madnis.integrator.Integrator`` with the same masks, bins,
-  conditioner size, batch size, learning rate and cosine schedule; its other defaults (KL
+* **madnis** (PyTorch, CPU): ``madnis.integrator.Integrator`` with the same masks (so the
+  same number of layers), bins, conditioner size, batch size, learning rate and cosine
+  schedule as jaxnis on that integrand; its other defaults (KL
   loss for one channel, stratified variance for several; no buffer); ``batch_size_threshold``
   is 0 so that a training step evaluates exactly one batch (its default, 0.5, draws further
   batches while fewer than half the points are non-zero, which would spend more than the
@@ -138,10 +143,25 @@ def unweighting_efficiency(w: np.ndarray) -> tuple[float, float]:
 # ------------------------------------------------------------------------------ tools
 
 
-def binary_masks(dim: int) -> np.ndarray:
-    from jaxnis.flows.masks import binary_masks as masks
+def shared_settings(case: itg.Integrand, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What jaxnis and madnis share for this integrand: the Integrator's defaults for its
+    dimension (``jaxnis.integrate.default_options``) with the command line's ``--bins``,
+    ``--hidden``, ``--learning-rate`` and the ``flow`` and ``learning_rate`` of
+    ``--jaxnis-options`` on top; the masks are binary, ``n_layers`` of them where given."""
+    from jaxnis.flows.masks import make_masks
+    from jaxnis.integrate import default_options
 
-    return masks(dim)
+    defaults = default_options(case.dim, case.n_channels)
+    extra = cfg.get("jaxnis_options", {})
+    flow = defaults["flow"] | {"masks": "binary"}
+    if cfg.get("bins"):
+        flow["n_bins"] = cfg["bins"]
+    if cfg.get("hidden"):
+        flow["hidden"] = tuple(cfg["hidden"])
+    flow |= extra.get("flow", {})
+    lr = extra.get("learning_rate") or cfg.get("learning_rate") or defaults["learning_rate"]
+    masks = make_masks(flow["masks"], case.dim, flow.get("n_layers"))
+    return {"flow": flow, "learning_rate": lr, "masks": masks}
 
 
 def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -151,10 +171,9 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
     from jaxnis.integrate import Integrator
 
     n_steps, n_batches, batch = cfg["train_steps"], cfg["final_batches"], cfg["batch_size"]
-    options = dict(batch_size=batch, learning_rate=cfg["learning_rate"],
-                   flow={"n_bins": cfg["bins"], "hidden": tuple(cfg["hidden"]),
-                         "masks": "binary"},
-                   progress=False) | cfg.get("jaxnis_options", {})
+    shared = shared_settings(case, cfg)
+    options = dict(batch_size=batch, progress=False) | cfg.get("jaxnis_options", {}) | dict(
+        learning_rate=shared["learning_rate"], flow=shared["flow"])
     compile0 = compile_seconds()
     t0 = time.perf_counter()
     if case.is_process:
@@ -175,7 +194,13 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
             "n_eval_train": n_steps * batch, "n_eval_final": n_batches * batch,
             "wall_s": wall, "train_s": t_train, "compile_s": compile_seconds() - compile0,
             "n_nonfinite": int(np.sum(history["n_nonfinite"])) if n_steps else 0,
-            "uniform_steps": n_uniform, "train_steps": n_steps}
+            "uniform_steps": n_uniform, "train_steps": n_steps, **flow_summary(shared)}
+
+
+def flow_summary(shared: dict[str, Any]) -> dict[str, Any]:
+    """The row's record of the flow size and learning rate that jaxnis and madnis shared."""
+    return {"layers": len(shared["masks"]), "bins": shared["flow"]["n_bins"],
+            "hidden": list(shared["flow"]["hidden"]), "learning_rate": shared["learning_rate"]}
 
 
 def _numpy_integrand(case: itg.Integrand, evaluator=None):
@@ -253,7 +278,8 @@ def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
     dtype = torch.get_default_dtype()
     n_steps, batch = cfg["train_steps"], cfg["batch_size"]
     n_final = cfg["final_batches"] * batch
-    lr = cfg["learning_rate"]
+    shared = shared_settings(case, cfg)
+    lr, hidden = shared["learning_rate"], shared["flow"]["hidden"]
     if case.is_process:
         timer = evaluator
 
@@ -271,9 +297,9 @@ def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
         def integrand(x):
             return torch.from_numpy(timer(x.detach().numpy())).to(dtype)
     timer.reset_counters()
-    flow_kwargs = {"condition_masks": torch.from_numpy(binary_masks(case.dim)),
-                   "layers": len(cfg["hidden"]) + 1, "units": cfg["hidden"][0],
-                   "bins": cfg["bins"]}
+    flow_kwargs = {"condition_masks": torch.from_numpy(shared["masks"]),
+                   "layers": len(hidden) + 1, "units": hidden[0],
+                   "bins": shared["flow"]["n_bins"]}
     t0 = time.perf_counter()
     integrator = Integrator(
         integrand, dims=case.dim, flow_kwargs=flow_kwargs, batch_size=batch,
@@ -294,7 +320,8 @@ def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
         value, error = float(events.mean()), float(events.std(ddof=1) / math.sqrt(len(events)))
     return {"value": value, "error": error, "event_weights": events,
             "n_eval_train": int(n_train), "n_eval_final": int(timer.events - n_train),
-            "wall_s": wall, "integrand_s": timer.seconds, "train_steps": n_steps}
+            "wall_s": wall, "integrand_s": timer.seconds, "train_steps": n_steps,
+            **flow_summary(shared)}
 
 
 RUNNERS = {"jaxnis": run_jaxnis, "vegas": run_vegas, "madnis": run_madnis}
@@ -316,10 +343,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="multiplies both budgets; 0.5 (2.5e5 + 5e4) keeps the whole suite near "
                         "15 minutes on 2 shared cores, 1 gives the issue's 5e5 + 1e5")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--bins", type=int, default=10)
-    p.add_argument("--hidden", type=int, nargs="+", default=[32, 32],
-                   help="conditioner hidden widths (madnis: layers = len + 1, units = first)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="Adam learning rate of jaxnis and madnis (default: jaxnis's default for "
+                        "the integrand's dimension, jaxnis.integrate.default_options)")
+    p.add_argument("--bins", type=int, default=None,
+                   help="spline bins of jaxnis and madnis (default: jaxnis's default)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help="conditioner hidden widths (madnis: layers = len + 1, units = first; "
+                        "default: jaxnis's default)")
     p.add_argument("--vegas-iterations", type=int, default=10)
     p.add_argument("--jaxnis-options", type=json.loads, default={},
                    help='extra jaxnis Integrator options as JSON, e.g. \'{"loss": "kl"}\'')
@@ -416,7 +447,8 @@ def markdown(payload: dict[str, Any]) -> list[str]:
                   "pessimistic, compare them within a row rather than across runs; `cpu s` is "
                   "the process CPU time (all threads) of each run.")
     head = ["integrand", "tool", "value", "error", "rel. error", "pull", "unw. eff.",
-            "evals train", "evals final", "wall s", "cpu s", "integrand s"]
+            "evals train", "evals final", "wall s", "cpu s", "integrand s",
+            "flow: layers x bins, lr"]
     body = []
     for r in rows:
         wall = _fmt(r["wall_s"], ".1f")
@@ -426,8 +458,10 @@ def markdown(payload: dict[str, Any]) -> list[str]:
                      _fmt(r["rel_error"], ".2e"), _fmt(r["pull"], "+.2f"),
                      _fmt(r["unweighting_efficiency"], ".3f"), _common.si(r["n_eval_train"]),
                      _common.si(r["n_eval_final"]), wall, _fmt(r["cpu_s"], ".1f"),
-                     _fmt(r.get("integrand_s"), ".1f")])
-    table = _common.markdown_table(head, body, "llrrrrrrrrrr")
+                     _fmt(r.get("integrand_s"), ".1f"),
+                     f"{r['layers']} x {r['bins']}, {r['learning_rate']:g}" if "layers" in r
+                     else "-"])
+    table = _common.markdown_table(head, body, "llrrrrrrrrrrl")
     refs = _common.markdown_table(
         ["integrand", "d", "channels", "structure", "reference", "ref. error", "source",
          "description"],
@@ -465,19 +499,24 @@ def markdown(payload: dict[str, Any]) -> list[str]:
 
 TOOL_NOTES = {
     "jaxnis": "jaxnis: `Integrator(f or process.multichannel(), batch_size, learning_rate, "
-              "flow={n_bins, hidden, masks='binary'})`, `.train(key, steps)` then "
+              "flow={n_bins, hidden, masks='binary', n_layers})` with "
+              "`default_options(dim)` (per row: layers, bins, learning rate), "
+              "`.train(key, steps)` then "
               "`.refine(key, batches)` (the frozen sampler); float32; variance loss "
               "(stratified over channels), uniform warm-up, learned channel weights on the "
               "prior; buffered training (the Integrator default: each evaluated batch serves "
-              "1 + 3 Adam updates, the extra ones on batches drawn from the last 10 batches "
-              "with importance ratios); Adam with cosine decay to 0.1 x lr over all updates.",
+              "1 + 3 Adam updates, 1 + 7 for d <= 2, the extra ones on batches drawn from the "
+              "last 10 batches with importance ratios); a forward-KL phase over the first 75% "
+              "of a single channel's survey for d > 2; Adam with cosine decay to 0.1 x lr over "
+              "all updates.",
     "vegas": "vegas: `vegas.Integrator` defaults (alpha 0.5, beta 0.75, VEGAS+ "
              "stratification) on the NumPy integrand (float64), adaptive iterations over the "
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "
              "processes: one integrator per channel on `alpha_c f J_c` (JAX integrand called "
              "from NumPy), budget split equally.",
-    "madnis": "madnis: `madnis.integrator.Integrator` on the CPU (float32), the same masks, "
-              "bins, conditioner (layers = hidden + 1, units 32), batch size, learning rate and "
+    "madnis": "madnis: `madnis.integrator.Integrator` on the CPU (float32), the same masks "
+              "and layers, bins, conditioner (layers = hidden + 1, units 32), batch size, "
+              "learning rate and "
               "cosine schedule (`CosineAnnealingLR`, eta_min = 0.1 lr); its defaults otherwise "
               "(KL loss single-channel, stratified variance multi-channel, no buffer, "
               "trained channel-weight network) except `batch_size_threshold=0` (one batch per "
@@ -540,7 +579,10 @@ def main(argv=None, log=print) -> dict[str, Any]:
            "budget_scale": scale, "batch_size": args.batch_size, "train_steps": steps,
            "final_batches": final_batches, "learning_rate": args.learning_rate,
            "lr_schedule": "cosine decay to 0.1 x lr over the training steps (Adam)",
-           "bins": args.bins, "hidden": args.hidden, "masks": "binary (log)",
+           "bins": args.bins, "hidden": args.hidden,
+           "flow": "jaxnis.integrate.default_options(dim) unless bins, hidden or learning_rate "
+                   "are given; binary masks; madnis gets the same (per row: layers, bins, "
+                   "hidden, learning_rate)",
            "vegas_iterations": args.vegas_iterations, "jaxnis_options": args.jaxnis_options,
            "seed": args.seed, "threads": threads, "torch_threads": args.torch_threads,
            "xs_fraction": XS_FRACTION,

@@ -55,6 +55,10 @@ def test_nis_benchmark_smoke(tmp_path):
         assert row["n_eval_final"] == pytest.approx(2000, rel=0.1 if row["tool"] == "vegas"
                                                     else 0)
     assert len(data["targets"]) == 2
+    # jaxnis runs its defaults for d = 2 and madnis gets the same flow and learning rate.
+    for row in payload["rows"]:
+        if row["tool"] != "vegas":
+            assert (row["layers"], row["bins"], row["learning_rate"]) == (8, 16, 1e-2), row
 
     # Parts of the suite run separately join into one report with the targets recomputed.
     (tmp_path / "part.json").write_text(json.dumps(
