@@ -196,6 +196,10 @@ def _combine_numpy(values: np.ndarray, errors: np.ndarray) -> tuple[float, float
 class Integrator:
     """Neural importance sampling of a function on ``[0, 1]^dim`` or of a multi-channel process.
 
+    Options left at ``None`` take :func:`default_options`: :data:`DEFAULTS`, and for
+    integrands of one or two dimensions :data:`LOW_DIM_DEFAULTS` (a deeper flow with more
+    bins, a larger learning rate, more updates per batch, no KL phase).
+
     Args:
         f: ``f(x [dim], theta) -> value`` for one point (jax-traceable), or a
             :class:`jaxnis.channels.MultiChannelIntegrand`.
@@ -204,22 +208,19 @@ class Integrator:
         batch_size: integrand evaluations per training step and per refine iteration.
         learning_rate: Adam learning rate (cosine-decayed over the survey) unless
             ``optimizer`` is given; by default 3e-3, 1e-2 for ``dim <= 2``.
-
-    Options left at ``None`` take :func:`default_options`: :data:`DEFAULTS`, and for
-    integrands of one or two dimensions :data:`LOW_DIM_DEFAULTS` (a deeper flow with more
-    bins, a larger learning rate, more updates per batch, no KL phase).
         optimizer: any optax transformation, overriding ``learning_rate``.
         loss: ``"variance"``, ``"kl"`` or ``"reverse_kl"``.
         kl_fraction: the first ``kl_fraction`` of the survey steps train with the forward KL
             divergence, the rest with ``loss`` (``make_trainer``'s ``kl_steps``). By default
-            0.75 for a single channel of three or more dimensions, 0 otherwise. KL weighs an event by ``w``, the
-            variance by ``w^2``: from a sampler far from the target, the variance loss chases
-            the few largest weights. Measured (``benchmarks/nis.py``, 2.5e5 training
-            evaluations, seeds 0-2): the 16-d rotated Gaussian went from relative errors of
-            0.43-0.64 with pulls +0.7, -8.4 and -113 (variance only) to 0.013-0.017 with
-            pulls below 0.9; the 8-d camel from 4.5e-3 to 2.5e-3. The thin rings of i-flow's two
-            circles lose 1.2-2x (the variance loss alone suits such sharp, thin support, and
-            uniform sampling already covers two dimensions), and multi-channel processes, whose channel maps already flatten the peaks, lose
+            0.75 for a single channel of three or more dimensions, 0 otherwise. KL weighs an
+            event by ``w``, the variance by ``w^2``: from a sampler far from the target, the
+            variance loss chases the few largest weights. Measured (``benchmarks/nis.py``,
+            2.5e5 training evaluations, seeds 0-2): the 16-d rotated Gaussian went from
+            relative errors of 0.43-0.64 with pulls +0.7, -8.4 and -113 (variance only) to
+            0.013-0.017 with pulls below 0.9; the 8-d camel from 4.5e-3 to 2.5e-3. The thin
+            rings of i-flow's two circles lose 1.2-2x (the variance loss alone suits such
+            sharp, thin support, and uniform sampling already covers two dimensions), and
+            multi-channel processes, whose channel maps already flatten the peaks, lose
             unweighting efficiency with a KL phase, hence 0 there.
         flow: keyword arguments for :func:`jaxnis.flows.flow.make_flow` (bins, layers, ...),
             on top of the defaults: 10 bins, conditioners of two hidden layers of 32, binary
