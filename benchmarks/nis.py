@@ -15,8 +15,9 @@ runs in about 15 minutes on two shared cores), and is judged the same way on its
 final sample of events from the frozen sampler:
 
 * **value and error**: the mean of the final weights with its standard error, stratified
-  where the tool samples strata with fixed counts (channels for jaxnis and madnis, channels
-  and VEGAS+ hypercubes for vegas);
+  where the tool samples strata with fixed counts (channels, or for a single channel the
+  hypercubes of the latent cube, for jaxnis; channels for madnis; channels and VEGAS+
+  hypercubes for vegas);
 * **pull**: ``(value - reference) / sqrt(error^2 + reference_error^2)``;
 * **unweighting efficiency**: ``<|w|> / w_max`` over the final event weights ``w`` (scaled so
   that their plain mean is the estimate), with ``w_max`` from
@@ -35,7 +36,9 @@ The tools:
   the variance loss (stratified over channels), uniform warm-up, buffered training (1 + 3
   updates per evaluated batch, from a buffer of the last 10 batches); for ``d <= 2`` eight
   layers of 16 bins, Adam at 1e-2, 1 + 7 updates per batch, no KL phase. Each row records
-  the layers, bins, widths and learning rate. Multi-channel processes as their
+  the layers, bins, widths and learning rate. The final events of a single channel are
+  stratified over the latent cube (two per hypercube, ``Integrator(latent_strata=True)``).
+  Multi-channel processes as their
   ``MultiChannelIntegrand`` (one flow conditioned on the channel, learned channel weights
   on the single-diagram-enhanced prior).
 * **madnis** (PyTorch, CPU): ``madnis.integrator.Integrator`` with the same masks (so the
@@ -185,10 +188,10 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
     t_train = time.perf_counter() - t0
     refined = integ.refine(k_final, n_batches)  # frozen sampler, the survey's program
     raw = np.asarray(refined.weights, np.float64).reshape(-1)
-    channel = np.asarray(refined.channel).reshape(-1)
+    stratum = np.asarray(refined.stratum).reshape(-1)  # channels or latent hypercubes
     wall = time.perf_counter() - t0
-    value, error = stratified_estimate(raw, channel)
-    events = channel_event_weights(raw, channel)
+    value, error = stratified_estimate(raw, stratum)
+    events = channel_event_weights(raw, stratum)
     n_uniform = int(np.sum(~np.asarray(history["use_flow"], bool)))
     return {"value": value, "error": error, "event_weights": events,
             "n_eval_train": n_steps * batch, "n_eval_final": n_batches * batch,
@@ -508,7 +511,8 @@ TOOL_NOTES = {
               "1 + 3 Adam updates, 1 + 7 for d <= 2, the extra ones on batches drawn from the "
               "last 10 batches with importance ratios); a forward-KL phase over the first 75% "
               "of a single channel's survey for d > 2; Adam with cosine decay to 0.1 x lr over "
-              "all updates.",
+              "all updates; single-channel final events stratified over the latent cube, "
+              "two per hypercube (the error is the stratified one).",
     "vegas": "vegas: `vegas.Integrator` defaults (alpha 0.5, beta 0.75, VEGAS+ "
              "stratification) on the NumPy integrand (float64), adaptive iterations over the "
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "

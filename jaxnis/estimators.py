@@ -265,6 +265,23 @@ def blocked_segment_sum(data: ArrayLike, segment_ids: ArrayLike, num_segments: i
     return jnp.sum(partial.reshape((n_blocks, num_segments) + data.shape[1:]), axis=0)
 
 
+def event_weights(w: ArrayLike, strata: ArrayLike, num_strata: int) -> Array:
+    """Event weights ``w_i N / n_{s(i)}`` of a stratified batch whose estimate is
+    ``sum_s mean_s(w)`` (channels, or hypercubes of the latent cube, with ``n_s`` events
+    each): their plain mean is that estimate, and they are the ones to unweight.
+
+    Args:
+        w: ``[N]`` weights in the stratified convention.
+        strata: ``[N]`` int stratum of each event, in ``[0, num_strata)``.
+        num_strata: static number of strata.
+    """
+    w = jnp.asarray(w)
+    _check_1d(w)
+    strata = jnp.asarray(strata)
+    n_s = blocked_segment_sum(jnp.ones_like(w), strata, num_strata)
+    return w * safe_div(jnp.asarray(w.shape[0], w.dtype), jnp.take(n_s, strata, mode="clip"))
+
+
 def effective_sample_size(w: ArrayLike) -> Array:
     """Effective sample size ``(sum_i w_i)^2 / sum_i w_i^2`` (Kish), in ``[0, N]`` for w >= 0.
 
@@ -372,6 +389,46 @@ def combine(values: ArrayLike, errors: ArrayLike, mask: ArrayLike | None = None)
     chi2 = jnp.where(any_pos, chi2_pos, jnp.where(spread_zero > 0, jnp.inf, 0.0))
     n_used = jnp.where(any_pos, jnp.sum(pos), n_zero)
     return _finish(value, error, chi2, n_used, n_zero)
+
+
+def average(values: ArrayLike, errors: ArrayLike) -> Combined:
+    """Combine equal-size iterations of one frozen sampler: ``I = mean_k I_k``,
+    ``error = sqrt(sum_k s_k^2) / K``, ``chi2 = sum_k (I_k - I)^2 / s_k^2`` (iterations with
+    ``s_k = 0`` left out of ``chi2``) with ``K - 1`` degrees of freedom.
+
+    The iterations are identically distributed, so their plain mean is the estimate of the
+    pooled sample. Inverse-variance weights (:func:`combine`) are for iterations of
+    different quality (an adapting sampler); with estimated errors they favour the
+    iterations whose error came out low, which for a peaked integrand are those whose value
+    came out low, and bias the result down (measured: a pull mean of -0.08 over 400 seeds
+    with two events per stratum, -0.18 at 64 strata).
+
+    Non-finite iterations are left out. No valid iteration gives value 0, error 0,
+    ``n_used = 0``.
+
+    Args:
+        values: ``[K]`` iteration estimates.
+        errors: ``[K]`` their standard errors.
+
+    Returns:
+        :class:`Combined`.
+    """
+    values = jnp.asarray(values)
+    errors = jnp.asarray(errors)
+    if values.ndim != 1 or values.shape != errors.shape:
+        raise ValueError(
+            f"values and errors must be 1-D of equal shape, got {values.shape}, {errors.shape}"
+        )
+    ok = jnp.isfinite(values) & jnp.isfinite(errors) & (errors >= 0)
+    n_used = jnp.sum(ok)
+    k = jnp.maximum(n_used, 1).astype(values.dtype)
+    v = jnp.where(ok, values, 0.0)
+    s = jnp.where(ok, errors, 0.0)
+    value = jnp.sum(v) / k
+    error = jnp.sqrt(jnp.sum(s * s)) / k
+    pos = ok & (errors > 0)
+    chi2 = jnp.sum(jnp.where(pos, safe_div((v - value) ** 2, jnp.where(pos, s, 1.0) ** 2), 0.0))
+    return _finish(value, error, chi2, n_used, jnp.sum(ok & (errors == 0)))
 
 
 class CombineState(NamedTuple):
@@ -711,6 +768,7 @@ __all__ = [
     "Estimate",
     "UnweightingInfo",
     "Unweighted",
+    "average",
     "blocked_segment_sum",
     "combine",
     "combine_init",
@@ -722,6 +780,7 @@ __all__ = [
     "estimate",
     "estimate_channels",
     "estimate_log",
+    "event_weights",
     "max_weight_bootstrap",
     "max_weight_quantile",
     "max_weight_xs_fraction",

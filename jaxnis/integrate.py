@@ -5,8 +5,10 @@ Two phases, as in ZuNIS (arXiv:2110.05491):
 * **survey**: ``n_survey`` training steps of :mod:`jaxnis.train` (each step evaluates the
   integrand on one batch); optionally starting from uniform sampling until the flow's loss
   beats it. Survey estimates are reported but not used in the result.
-* **refine**: the sampler is frozen and ``n_refine`` fresh batches are integrated; the
-  result combines the refine iterations by inverse-variance weighting, with chi2/dof.
+* **refine**: the sampler is frozen and ``n_refine`` fresh batches are integrated, each
+  stratified over the latent cube for a single channel; the result is the plain mean of
+  the refine iterations (identically distributed), with chi2/dof
+  (:func:`jaxnis.estimators.average`).
 
 Example:
     >>> import jax.numpy as jnp
@@ -18,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -31,7 +34,7 @@ import numpy as np
 import optax
 
 from jaxnis import channels as ch
-from jaxnis import estimators, pretrain
+from jaxnis import estimators, pretrain, vegas
 from jaxnis.flows.flow import make_flow
 from jaxnis.train import Trainer, TrainState, make_trainer, single_channel
 from jaxnis.types import Array, PRNGKey, PyTree
@@ -96,11 +99,14 @@ class Refined(NamedTuple):
         errors: ``[n_iter]`` their errors.
         unweighting_efficiency: ``<|w|> / w_max`` of all refine weights (see
             :class:`Result`).
-        weights: ``[n_iter, N]`` event weights (per iteration, their stratified mean over
-            channels is the estimate).
+        weights: ``[n_iter, N]`` weights in the stratified convention: per iteration, the
+            sum over strata of their mean within each stratum is the estimate
+            (:func:`jaxnis.estimators.event_weights` turns them into event weights).
         channel: ``[n_iter, N]`` channel of each event.
         n_nonfinite: non-finite integrand values met.
         channel_value: ``[C]`` per-channel contributions of the last iteration.
+        stratum: ``[n_iter, N]`` stratum of each event: its channel, or with latent strata
+            its hypercube of the latent cube.
     """
 
     combined: estimators.Combined
@@ -111,6 +117,7 @@ class Refined(NamedTuple):
     channel: np.ndarray
     n_nonfinite: int
     channel_value: np.ndarray
+    stratum: np.ndarray
 
 
 class _Progress:
@@ -175,22 +182,24 @@ def default_options(dim: int, n_channels: int = 1) -> dict[str, Any]:
     return options
 
 
-@jax.jit
-def _refine_summary(values: Array, errors: Array, w: Array):
+@functools.partial(jax.jit, static_argnums=4)
+def _refine_summary(values: Array, errors: Array, raw: Array, stratum: Array, n_strata: int):
     """The combination of the refine iterations and the unweighting efficiency
-    ``<|w|> / w_max`` (``w_max``: the ``1e-3`` cross-section-fraction maximum), one program."""
+    ``<|w|> / w_max`` of the event weights (``w_max``: the ``1e-3`` cross-section-fraction
+    maximum), one program."""
+    w = jax.vmap(estimators.event_weights, (0, 0, None))(raw, stratum, n_strata).reshape(-1)
     w_max = estimators.max_weight_xs_fraction(w, 1e-3)
-    return (estimators.combine(values, errors),
+    return (estimators.average(values, errors),
             estimators.unweighting_metrics(w, w_max).efficiency)
 
 
-def _combine_numpy(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
-    """Inverse-variance mean and error on the host (for the progress line only)."""
-    ok = errors > 0
+def _average_numpy(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """:func:`jaxnis.estimators.average` on the host (for the progress line only)."""
+    ok = np.isfinite(values) & np.isfinite(errors)
     if not np.any(ok):
-        return float(np.mean(values)) if values.size else 0.0, 0.0
-    wgt = 1.0 / errors[ok] ** 2
-    return float(np.sum(wgt * values[ok]) / np.sum(wgt)), float(np.sum(wgt) ** -0.5)
+        return 0.0, 0.0
+    k = np.sum(ok)
+    return float(np.mean(values[ok])), float(np.sqrt(np.sum(errors[ok] ** 2)) / k)
 
 
 class Integrator:
@@ -246,6 +255,12 @@ class Integrator:
             VEGAS). Off by default: measured in ``benchmarks/results/vegas_init.md``, it helps
             where VEGAS finds every peak (4-d camels, rotated Gaussian, annulus) and hurts
             where it loses or invents peaks (8-d camels).
+        latent_strata: stratify the flow's uniform numbers over hypercubes of the latent
+            cube, two events per hypercube (single channel only; see
+            :func:`jaxnis.train.make_trainer`): ``True`` for
+            ``jaxnis.vegas.default_strata(dim, batch_size, 0)`` cells per axis (VEGAS+'s
+            rule, e.g. 23 x 22 for ``d = 2`` and batch 1024), a tuple of cells per axis, or
+            ``False`` for plain sampling. The estimate and its error are the stratified ones.
     """
 
     def __init__(
@@ -268,6 +283,7 @@ class Integrator:
         progress: bool = True,
         steps_per_call: int = 25,
         vegas_pretrain: dict[str, Any] | bool | None = None,
+        latent_strata: tuple[int, ...] | bool = True,
     ):
         if isinstance(f, ch.MultiChannelIntegrand):
             integrand = f
@@ -302,10 +318,18 @@ class Integrator:
             cw = ch.make_channel_weights(n_ch, integrand.n_features)
         if buffer_capacity is None:
             buffer_capacity = 10 * batch_size if buffered_steps else 0
+        if latent_strata is True:
+            latent_strata = (vegas.default_strata(integrand.dim, batch_size, 0.0)
+                             if n_ch == 1 else None)
+        elif latent_strata is False:
+            latent_strata = None
+        self.latent_strata = None if latent_strata is None else tuple(latent_strata)
         self._trainer_kwargs = dict(
             batch_size=batch_size, loss=loss, buffer_capacity=buffer_capacity,
             buffered_steps=buffered_steps, channel_weights=cw, uniform_warmup=uniform_warmup,
+            latent_strata=self.latent_strata,
         ) | dict(trainer_options or {})
+        self._n_strata = max(n_ch, math.prod(self.latent_strata or (1,)))
         self.state: TrainState | None = None
         self.n_eval = 0
         # Compiled kernels per survey length (the learning-rate schedule depends on it).
@@ -374,8 +398,16 @@ class Integrator:
                 xs = (jax.random.split(key, length), jnp.arange(length))
                 return jax.lax.scan(body, state, xs)
 
+            n_strata = self._n_strata
+
+            def sample(key, state, theta):
+                """A fresh batch with its event weights (their mean is the estimate)."""
+                batch, w, n_bad = trainer.sample(key, state, theta)
+                _, raw, stratum = trainer.estimate(w, batch.channel)
+                return batch, estimators.event_weights(raw, stratum, n_strata), n_bad
+
             self._compiled[n_survey] = (trainer, jax.jit(init), jax.jit(chunk),
-                                        jax.jit(trainer.sample))
+                                        jax.jit(sample))
         self._active = self._compiled[n_survey]
         return self._active
 
@@ -429,7 +461,7 @@ class Integrator:
         def text(info):
             values.extend(info.value.tolist())
             errors.extend(info.error.tolist())
-            comb = _combine_numpy(np.asarray(values), np.asarray(errors))
+            comb = _average_numpy(np.asarray(values), np.asarray(errors))
             return f"I = {comb[0]:.6g} +- {comb[1]:.2g}"
 
         rows = self._run(key, n_iter, False, bar, text)
@@ -437,7 +469,9 @@ class Integrator:
         errors = np.concatenate([r.error for r in rows])
         self.n_eval += n_iter * self.batch_size
         weights = np.concatenate([r.weights for r in rows])
-        combined, efficiency = _refine_summary(values, errors, weights.reshape(-1))
+        stratum = np.concatenate([r.stratum for r in rows])
+        combined, efficiency = _refine_summary(values, errors, weights, stratum,
+                                               self._n_strata)
         return Refined(
             combined=combined,
             values=values,
@@ -447,6 +481,7 @@ class Integrator:
             channel=np.concatenate([r.channel for r in rows]),
             n_nonfinite=int(sum(int(np.sum(r.n_nonfinite)) for r in rows)),
             channel_value=np.asarray(rows[-1].channel_value[-1]),
+            stratum=stratum,
         )
 
     def integrate(
@@ -501,7 +536,9 @@ class Integrator:
         """Weighted events from the trained sampler: ``(r [M, d], channel [M], w [M])``.
 
         ``M = n_batches * batch_size``; ``r`` are the points on the unit hypercube of each
-        event's channel (apply that channel's map to get momenta).
+        event's channel (apply that channel's map to get momenta). ``w`` are event weights:
+        within each batch, channel and latent stratification are folded in, so their mean is
+        the batch's estimate of the integral.
         """
         if self.state is None:
             raise RuntimeError("train (survey) before sampling")
@@ -532,11 +569,10 @@ def survey_and_refine(
 
     Training and refine iterations run under ``lax.scan``, so the function can be jitted
     once and ``vmap``-ed over seeds (pull studies) or over physics parameters (scans).
-    ``combined`` is the inverse-variance combination of the refine iterations.
+    ``combined`` is the :func:`jaxnis.estimators.average` of the refine iterations.
     """
     if n_survey < 0 or n_refine < 1:
         raise ValueError(f"need n_survey >= 0 and n_refine >= 1, got {n_survey}, {n_refine}")
-    n_ch = trainer.integrand.n_channels
 
     def run(key: PRNGKey, theta: PyTree = None):
         k_init, k_train, k_refine = jax.random.split(key, 3)
@@ -547,16 +583,15 @@ def survey_and_refine(
             return state, None
 
         state, _ = jax.lax.scan(train_body, state, jax.random.split(k_train, n_survey))
-        dtype = jax.tree.leaves(state.params)[0].dtype
 
-        def refine_body(acc, k):
+        def refine_body(_, k):
             batch, w, _ = trainer.sample(k, state, theta)
-            est = estimators.estimate_channels(w, batch.channel, n_ch)
-            return estimators.combine_update(acc, est.total.value, est.total.error), None
+            est = trainer.estimate(w, batch.channel)[0]
+            return None, (est.total.value, est.total.error)
 
-        acc, _ = jax.lax.scan(refine_body, estimators.combine_init(dtype),
-                              jax.random.split(k_refine, n_refine))
-        return estimators.combine_result(acc), state
+        _, (values, errors) = jax.lax.scan(refine_body, None,
+                                           jax.random.split(k_refine, n_refine))
+        return estimators.average(values, errors), state
 
     return run
 

@@ -25,15 +25,17 @@ retraces for new keys, learning rates inside optax schedules, or physics paramet
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxnis import channels as ch
-from jaxnis import estimators, losses
+from jaxnis import estimators, losses, vegas
 from jaxnis.types import Array, Params, PRNGKey, PyTree
 
 _LOSSES = ("variance", "kl", "reverse_kl")
@@ -101,9 +103,13 @@ class TrainInfo(NamedTuple):
         n_nonfinite: int32 integrand values that were NaN or +inf (treated as zero).
         use_flow: bool, whether the batch came from the flow.
         uniform_loss: the loss of uniform sampling on this batch, when it was uniform.
-        weights: ``[N]`` event weights of the fresh batch (their stratified mean is
-            ``value``), so a frozen step (``update=False``) is a refine iteration.
+        weights: ``[N]`` weights of the fresh batch in the stratified convention: ``value``
+            is the sum over strata of their mean within each stratum (see ``stratum``); a
+            frozen step (``update=False``) is a refine iteration.
         channel: ``[N]`` int32 channel of each event.
+        stratum: ``[N]`` int32 stratum of each event: its channel, or with latent strata
+            its hypercube of the latent cube (then ``weights`` are ``f / q`` over the number
+            of hypercubes).
     """
 
     loss: Array
@@ -116,6 +122,7 @@ class TrainInfo(NamedTuple):
     uniform_loss: Array
     weights: Array
     channel: Array
+    stratum: Array
 
 
 class Sampler(NamedTuple):
@@ -138,13 +145,17 @@ class Trainer(NamedTuple):
     ``update`` may be a traced boolean: with ``False`` the step draws and evaluates a fresh
     batch and reports it (``info.weights``) but leaves the state unchanged, so survey and
     refine iterations run through one compiled program. Also exposes
-    ``sample(key, state, theta)`` (a fresh batch and its weights, no update).
+    ``sample(key, state, theta)`` (a fresh batch, its weights ``alpha f / q`` and the
+    non-finite count, no update) and ``estimate(w, channel)``: the batch's
+    :class:`jaxnis.estimators.ChannelEstimate`, its weights in the stratified convention of
+    :attr:`TrainInfo.weights` and each event's stratum.
     """
 
     init: Callable[..., TrainState]
     step: Callable[[PRNGKey, TrainState, PyTree], tuple[TrainState, TrainInfo]]
     sample: Callable[[PRNGKey, TrainState, PyTree], Any]
     integrand: ch.MultiChannelIntegrand
+    estimate: Callable[[Array, Array], tuple[estimators.ChannelEstimate, Array, Array]]
 
 
 def single_channel(f: Callable[[Array, PyTree], Array], dim: int) -> ch.MultiChannelIntegrand:
@@ -189,6 +200,7 @@ def make_trainer(
     drop_after: int = 20,
     uniform_warmup: bool = False,
     kl_steps: int = 0,
+    latent_strata: tuple[int, ...] | None = None,
 ) -> Trainer:
     """Build the pure training kernel.
 
@@ -218,6 +230,16 @@ def make_trainer(
             ``w^2``: it is robust while the weights are heavy-tailed (a sampler far from the
             target), and the variance then sharpens the sampler where it matters for the
             error. The step count is traced: no recompilation.
+        latent_strata: cells per axis of the latent cube (single channel only): in frozen
+            steps (``update=False``, the refine iterations) and in ``sample``, the uniform
+            numbers fed to the flow are stratified over these ``prod latent_strata``
+            hypercubes, as evenly as the batch allows (at least 2 each), and the estimate is
+            the stratified one, ``I = sum_h (1/M) mean_h(f/q)`` with
+            ``err^2 = sum_h s_h^2 / (M^2 n_h)``. The flow maps each hypercube to a region of
+            equal probability, so this is stratified sampling in ``q``: unbiased, and the
+            error drops wherever the weight varies smoothly across the latent cube (VEGAS+
+            does the same in its grid's coordinates). Training steps draw plain batches.
+            ``None``: plain sampling throughout.
 
     Returns:
         :class:`Trainer`.
@@ -243,6 +265,11 @@ def make_trainer(
         raise ValueError(f"kl_steps must be an integer >= 0, got {kl_steps!r}")
     if not 0.0 <= sigma_decay < 1.0:
         raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
+    strata = _check_latent_strata(latent_strata, dim, n_ch, n)
+    n_cells = math.prod(strata)
+    # Static hypercube of each slot of the batch (slots in order, as even as possible).
+    cell_counts = vegas.equal_counts(n, n_cells)
+    cell_of_slot = np.repeat(np.arange(n_cells, dtype=np.int32), cell_counts)
 
     def context(channel):
         return jax.nn.one_hot(channel, n_ch) if n_ch > 1 else None
@@ -282,9 +309,36 @@ def make_trainer(
                                          batch.channel, active)
         return objective(log_f, log_q, batch, log_q_sampled, kl_phase)
 
-    def draw(key, state: TrainState, theta) -> tuple[_Batch, Array]:
+    def select(stratified, a, b):
+        """``a`` for a stratified batch, else ``b`` (``stratified``: bool, maybe traced)."""
+        if isinstance(stratified, bool):
+            return a if stratified else b
+        return jax.tree.map(lambda x, y: jnp.where(stratified, x, y), a, b)
+
+    def latent(key, stratified):
+        plain = jax.random.uniform(key, (n, dim))
+        if n_cells == 1 or stratified is False:
+            return plain
+        return select(stratified, vegas.stratified_points(key, cell_counts, strata, n)[0],
+                      plain)
+
+    def estimate(w, channel, stratified=True):
+        """The estimate of a fresh batch with weights ``w = alpha f / q``, its weights in
+        the stratified convention and the stratum of each event (channel or hypercube).
+        ``stratified``: whether the batch came from the latent strata (refine batches do,
+        training batches do not)."""
+        est = estimators.estimate_channels(w, channel, n_ch, stratified=True)
+        if n_cells == 1 or stratified is False:
+            return est, w, channel
+        raw, cells = w / n_cells, jnp.asarray(cell_of_slot)
+        total = estimators.estimate_channels(raw, cells, n_cells).total
+        est_cells = estimators.ChannelEstimate(total, total.value[None], total.error[None],
+                                               jnp.full((1,), n, jnp.int32))
+        return select(stratified, (est_cells, raw, cells), (est, w, channel))
+
+    def draw(key, state: TrainState, theta, stratified) -> tuple[_Batch, Array]:
         channel = ch.channel_ids(state.counts, n)
-        u = jax.random.uniform(key, (n, dim))
+        u = latent(key, stratified)
         flow_params = jax.lax.stop_gradient(state.params["flow"])
 
         def from_flow(u):
@@ -383,9 +437,11 @@ def make_trainer(
 
     def step(key: PRNGKey, state: TrainState, theta: PyTree = None, update: Any = True):
         k_draw, k_buf = jax.random.split(key)
-        batch, n_bad = draw(k_draw, state, theta)
+        # Only frozen (refine) batches are stratified: training sees plain batches.
+        stratified = False if isinstance(update, bool) and update else jnp.logical_not(update)
+        batch, n_bad = draw(k_draw, state, theta, stratified)
         w = weights(state.params, batch, state.active)
-        est = estimators.estimate_channels(w, batch.channel, n_ch, stratified=True)
+        est, raw, stratum = estimate(w, batch.channel, stratified)
 
         frozen = not (isinstance(update, bool) and update)
         if frozen:
@@ -430,8 +486,8 @@ def make_trainer(
         info = TrainInfo(
             loss=value, value=est.total.value, error=est.total.error,
             channel_value=est.value, channel_error=est.error, n_nonfinite=n_bad,
-            use_flow=state.use_flow, uniform_loss=uniform_loss, weights=w,
-            channel=batch.channel,
+            use_flow=state.use_flow, uniform_loss=uniform_loss, weights=raw,
+            channel=batch.channel, stratum=stratum,
         )
         new_state = TrainState(params, opt_state, buffer, counts, active, sigma, use_flow,
                                state.step + 1)
@@ -457,11 +513,29 @@ def make_trainer(
         return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps)
 
     def sample(key: PRNGKey, state: TrainState, theta: PyTree = None):
-        """A fresh batch with its weights, no update: ``(batch, w [N], n_nonfinite)``."""
-        batch, n_bad = draw(key, state, theta)
+        """A fresh batch with its weights ``alpha f / q``, no update:
+        ``(batch, w [N], n_nonfinite)``; ``estimate(w, batch.channel)`` gives the estimate."""
+        batch, n_bad = draw(key, state, theta, True)
         return batch, weights(state.params, batch, state.active), n_bad
 
-    return Trainer(init=init, step=step, sample=sample, integrand=integrand)
+    return Trainer(init=init, step=step, sample=sample, integrand=integrand,
+                   estimate=estimate)
+
+
+def _check_latent_strata(latent_strata, dim: int, n_ch: int, n: int) -> tuple[int, ...]:
+    if latent_strata is None:
+        return (1,) * dim
+    strata = tuple(latent_strata)
+    if len(strata) != dim or any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                                 or k < 1 for k in strata):
+        raise ValueError(f"latent_strata must be {dim} integers >= 1, got {latent_strata!r}")
+    strata = tuple(int(k) for k in strata)
+    if math.prod(strata) > 1 and n_ch > 1:
+        raise ValueError("latent_strata needs a single channel (channels are strata already)")
+    if 2 * math.prod(strata) > n:
+        raise ValueError(f"latent_strata={strata} gives {math.prod(strata)} hypercubes: "
+                         f"batch_size={n} must be at least twice that")
+    return strata
 
 
 __all__ = [

@@ -326,6 +326,44 @@ def allocate_samples(
     return counts + n_min
 
 
+def stratified_points(key: PRNGKey, counts: ArrayLike, strata: tuple[int, ...], n: int,
+                      dtype=None) -> tuple[Array, Array]:
+    """``n`` uniform points of ``[0, 1]^d`` stratified over the grid of hypercubes with
+    ``strata[a]`` equal cells along axis ``a``: ``counts[h]`` points in hypercube ``h``.
+
+    Slot ``s`` goes to the hypercube ``h`` with ``cum_{h-1} <= s < cum_h`` (``cum`` the
+    cumulative counts), so the shapes are fixed for any allocation. Hypercubes are numbered
+    row-major (axis ``a`` has stride ``prod strata[a+1:]``).
+
+    Args:
+        key: PRNG key.
+        counts: ``[prod strata]`` int points per hypercube, summing to ``n`` (may be traced).
+        strata: static cells per axis (``d`` integers >= 1).
+        n: static number of points.
+        dtype: float dtype of the points (default: JAX's default float).
+
+    Returns:
+        ``y [n, d]`` and the hypercube of each point ``cube [n]`` (int32).
+    """
+    strata_np = np.asarray(strata, dtype=np.int32)
+    strides_np = np.asarray([math.prod(strata[a + 1:]) for a in range(len(strata))],
+                            dtype=np.int32)
+    cum = jnp.cumsum(jnp.asarray(counts))
+    cube = jnp.searchsorted(cum, jnp.arange(n, dtype=jnp.int32), side="right").astype(jnp.int32)
+    digits = (cube[:, None] // strides_np) % strata_np  # [n, d]
+    u = jax.random.uniform(key, (n, len(strata)), dtype=dtype)
+    y = (digits.astype(u.dtype) + u) / strata_np.astype(u.dtype)
+    return y, cube
+
+
+def equal_counts(n: int, n_cubes: int) -> np.ndarray:
+    """``n`` points split as evenly as possible over ``n_cubes`` hypercubes: the remainder
+    goes one by one to the first hypercubes (static, computed on the host)."""
+    counts = np.full(n_cubes, n // n_cubes, dtype=np.int32)
+    counts[: n % n_cubes] += 1
+    return counts
+
+
 # ---------------------------------------------------------------------------------------
 # The VEGAS kernel: init / sample / step
 # ---------------------------------------------------------------------------------------
@@ -453,14 +491,7 @@ def vegas(
             f"n_per_iter={n_per_iter} too small for {n_cubes} hypercubes (n_strata={strata}) "
             f"with {n_min} points each"
         )
-    # Initial (uniform) allocation, computed once on the host: n_min each, the remainder
-    # spread one by one over the first hypercubes.
-    extra = n_per_iter - n_cubes * n_min
-    counts0 = np.full(n_cubes, n_min + extra // n_cubes, dtype=np.int32)
-    counts0[: extra % n_cubes] += 1
-    strata_np = np.asarray(strata, dtype=np.int32)
-    # Row-major digits of the hypercube index: axis a has stride prod(strata[a+1:]).
-    strides_np = np.asarray([math.prod(strata[a + 1 :]) for a in range(dim)], dtype=np.int32)
+    counts0 = equal_counts(n_per_iter, n_cubes)  # the initial, uniform allocation
 
     def init(grid: ArrayLike | None = None, *, dtype=None) -> VegasState:
         """Start from ``grid`` (``[d, n_bins + 1]``) or the uniform grid of ``dtype``."""
@@ -476,14 +507,7 @@ def vegas(
         """Draw the ``n_per_iter`` points of one iteration."""
         edges = state.grid
         dtype = edges.dtype
-        # Slot s goes to the hypercube h with cum_{h-1} <= s < cum_h: fixed shapes for any
-        # allocation.
-        cum = jnp.cumsum(state.n_per_cube)
-        slots = jnp.arange(n_per_iter, dtype=jnp.int32)
-        cube = jnp.searchsorted(cum, slots, side="right").astype(jnp.int32)
-        digits = (cube[:, None] // strides_np) % strata_np  # [N, d]
-        u = jax.random.uniform(key, (n_per_iter, dim), dtype=dtype)
-        y = (digits.astype(dtype) + u) / strata_np.astype(dtype)
+        y, cube = stratified_points(key, state.n_per_cube, strata, n_per_iter, dtype)
         x, log_jac = jax.vmap(forward_and_log_det, in_axes=(None, 0))(edges, y)
         n_h = jnp.take(state.n_per_cube, cube).astype(dtype)
         log_weight = log_jac + jnp.log(n_per_iter / (n_cubes * n_h))
@@ -745,11 +769,13 @@ __all__ = [
     "allocate_samples",
     "combine_estimates",
     "default_strata",
+    "equal_counts",
     "forward_and_log_det",
     "grid_bin_averages",
     "inverse_and_log_det",
     "refine_grid",
     "spline_params_from_grid",
+    "stratified_points",
     "uniform_grid",
     "vegas",
     "vegas_integrate",

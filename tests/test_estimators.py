@@ -93,6 +93,24 @@ COMBINE_CASES = [
 ]
 
 
+def test_average_of_iterations_of_one_sampler():
+    """Plain mean, error sqrt(sum s^2) / K, chi2 against that mean; non-finite iterations
+    left out; the mean of K pooled batches equals the pooled estimate."""
+    res = est.average(jnp.asarray([1.0, 1.2, jnp.nan]), jnp.asarray([0.1, 0.2, 0.1]))
+    np.testing.assert_allclose([res.value, res.error, res.chi2],
+                               [1.1, np.sqrt(0.05) / 2, 1.0 + 0.25], rtol=1e-6)
+    assert int(res.n_used) == 2 and int(res.dof) == 1
+    np.testing.assert_allclose(float(res.chi2_dof), 1.25, rtol=1e-6)
+    w = jax.random.lognormal(jax.random.key(0), 1.0, (4, 1000))
+    parts = [est.estimate(row) for row in w]
+    pooled = est.estimate(w.reshape(-1))
+    avg = est.average(jnp.stack([p.value for p in parts]), jnp.stack([p.error for p in parts]))
+    np.testing.assert_allclose(float(avg.value), float(pooled.value), rtol=1e-5)
+    np.testing.assert_allclose(float(avg.error), float(pooled.error), rtol=0.05)
+    empty = est.average(jnp.asarray([jnp.nan]), jnp.asarray([1.0]))
+    assert float(empty.value) == 0.0 and float(empty.error) == 0.0 and int(empty.n_used) == 0
+
+
 @pytest.mark.parametrize("case", COMBINE_CASES)
 def test_combine_edge_cases(case):
     """Zero-error iterations are excluded unless all are zero; invalid ones ignored. The

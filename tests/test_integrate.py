@@ -21,13 +21,18 @@ def camel(x, theta, a=0.2):
                   + jnp.exp(-jnp.sum((x - 2 / 3) ** 2) / a**2)) / norm
 
 
-def test_pulls_over_100_seeds_are_standard_normal():
-    """Whole survey + refine runs vmapped over 100 seeds: the quoted errors are honest."""
+def test_pulls_over_400_seeds_are_standard_normal():
+    """Whole survey + refine runs vmapped over 4 x 100 seeds: the quoted errors are honest.
+    400 seeds measure the mean pull to +-0.05 (over 100 its noise, +-0.1, is half the
+    tolerance: one set of 100 here gives +0.21, the four below +0.03, -0.09, +0.03, -0.03)."""
     flow = make_flow(2, n_bins=6, hidden=(8,))
     trainer = make_trainer(single_channel(camel, 2), flow, optax.adam(1e-2), batch_size=128)
     run = jax.jit(jax.vmap(survey_and_refine(trainer, n_survey=15, n_refine=4), (0, None)))
-    combined, _ = run(jax.random.split(jax.random.key(42), 100), None)
-    pulls = (np.asarray(combined.value) - CAMEL_02[2]) / np.asarray(combined.error)
+    pulls = []
+    for key in jax.random.split(jax.random.key(42), 4):
+        combined, _ = run(jax.random.split(key, 100), None)
+        pulls.append((np.asarray(combined.value) - CAMEL_02[2]) / np.asarray(combined.error))
+    pulls = np.concatenate(pulls)
     assert abs(pulls.mean()) < 0.2, pulls.mean()
     assert 0.8 < pulls.std() < 1.2, pulls.std()
 
