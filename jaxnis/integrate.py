@@ -161,7 +161,7 @@ DEFAULTS: dict[str, Any] = {"learning_rate": 3e-3, "buffered_steps": 3, "kl_frac
 #: so it gets eight layers of 16 bins, a larger learning rate and more updates per batch, and
 #: no KL phase (uniform sampling already covers a 2-d cube, so the variance loss can train
 #: from the start). Measured with ``benchmarks/nis.py`` (2.5e5 training evaluations, seeds
-#: 0-2): i-flow's two circles from 4.4-5.9e-3 to 1.2-1.3e-3 relative error (vegas 2.5e-3),
+#: 0-2): i-flow's two circles from 5.3-7.4e-3 to 1.2-1.3e-3 relative error (vegas 2.5e-3),
 #: the 2-d camel, not used to choose them, from 3.7-4.3e-4 to 3.0-3.3e-4, for about three
 #: times the run time. Each change alone gains 1.5-2x on the circles. The larger learning
 #: rate is not for higher dimensions: it broke the 16-d rotated Gaussian (relative error
