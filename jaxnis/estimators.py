@@ -328,6 +328,18 @@ class Combined(NamedTuple):
     n_zero_error: Array
 
 
+def _iterations(values: ArrayLike, errors: ArrayLike) -> tuple[Array, Array, Array]:
+    """Iteration estimates and errors as 1-D arrays of equal shape, with the mask of the
+    valid ones (finite, error >= 0)."""
+    values = jnp.asarray(values)
+    errors = jnp.asarray(errors)
+    if values.ndim != 1 or values.shape != errors.shape:
+        raise ValueError(
+            f"values and errors must be 1-D of equal shape, got {values.shape}, {errors.shape}"
+        )
+    return values, errors, jnp.isfinite(values) & jnp.isfinite(errors) & (errors >= 0)
+
+
 def _finish(value, error, chi2, n_used, n_zero):
     dof = jnp.maximum(n_used - 1, 0).astype(jnp.int32)
     chi2_dof = jnp.where(dof > 0, chi2 / jnp.maximum(dof, 1), 0.0)
@@ -364,13 +376,7 @@ def combine(values: ArrayLike, errors: ArrayLike, mask: ArrayLike | None = None)
         >>> round(float(res.value), 4), round(float(res.chi2_dof), 4)
         (1.04, 0.8)
     """
-    values = jnp.asarray(values)
-    errors = jnp.asarray(errors)
-    if values.ndim != 1 or values.shape != errors.shape:
-        raise ValueError(
-            f"values and errors must be 1-D of equal shape, got {values.shape}, {errors.shape}"
-        )
-    ok = jnp.isfinite(values) & jnp.isfinite(errors) & (errors >= 0)
+    values, errors, ok = _iterations(values, errors)
     if mask is not None:
         ok = ok & jnp.asarray(mask)
     pos = ok & (errors > 0)
@@ -413,13 +419,7 @@ def average(values: ArrayLike, errors: ArrayLike) -> Combined:
     Returns:
         :class:`Combined`.
     """
-    values = jnp.asarray(values)
-    errors = jnp.asarray(errors)
-    if values.ndim != 1 or values.shape != errors.shape:
-        raise ValueError(
-            f"values and errors must be 1-D of equal shape, got {values.shape}, {errors.shape}"
-        )
-    ok = jnp.isfinite(values) & jnp.isfinite(errors) & (errors >= 0)
+    values, errors, ok = _iterations(values, errors)
     n_used = jnp.sum(ok)
     k = jnp.maximum(n_used, 1).astype(values.dtype)
     v = jnp.where(ok, values, 0.0)
