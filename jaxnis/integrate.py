@@ -255,12 +255,13 @@ class Integrator:
             VEGAS). Off by default: measured in ``benchmarks/results/vegas_init.md``, it helps
             where VEGAS finds every peak (4-d camels, rotated Gaussian, annulus) and hurts
             where it loses or invents peaks (8-d camels).
-        latent_strata: stratify the flow's uniform numbers over hypercubes of the latent
-            cube, two events per hypercube (single channel only; see
-            :func:`jaxnis.train.make_trainer`): ``True`` for
-            ``jaxnis.vegas.default_strata(dim, batch_size, 0)`` cells per axis (VEGAS+'s
-            rule, e.g. 23 x 22 for ``d = 2`` and batch 1024), a tuple of cells per axis, or
-            ``False`` for plain sampling. The estimate and its error are the stratified ones.
+        latent_strata: stratify the refine batches' uniform numbers over hypercubes of the
+            latent cube, two events per hypercube (see :func:`jaxnis.train.make_trainer`):
+            ``True`` for ``jaxnis.vegas.default_strata(dim, batch_size, 0)`` cells per axis
+            for a single channel (VEGAS+'s rule, e.g. 23 x 22 for ``d = 2`` and batch 1024)
+            and hypercubes inside each channel for several (``channel_strata``), a tuple of
+            cells per axis (single channel), or ``False`` for plain sampling. The estimate
+            and its error are the stratified ones.
     """
 
     def __init__(
@@ -318,18 +319,21 @@ class Integrator:
             cw = ch.make_channel_weights(n_ch, integrand.n_features)
         if buffer_capacity is None:
             buffer_capacity = 10 * batch_size if buffered_steps else 0
+        channel_strata = bool(latent_strata) and n_ch > 1
         if latent_strata is True:
             latent_strata = (vegas.default_strata(integrand.dim, batch_size, 0.0)
                              if n_ch == 1 else None)
         elif latent_strata is False:
             latent_strata = None
         self.latent_strata = None if latent_strata is None else tuple(latent_strata)
+        self.channel_strata = channel_strata
         self._trainer_kwargs = dict(
             batch_size=batch_size, loss=loss, buffer_capacity=buffer_capacity,
             buffered_steps=buffered_steps, channel_weights=cw, uniform_warmup=uniform_warmup,
-            latent_strata=self.latent_strata,
+            latent_strata=self.latent_strata, channel_strata=channel_strata,
         ) | dict(trainer_options or {})
-        self._n_strata = max(n_ch, math.prod(self.latent_strata or (1,)))
+        self._n_strata = (batch_size // 2 + n_ch if channel_strata
+                          else max(n_ch, math.prod(self.latent_strata or (1,))))
         self.state: TrainState | None = None
         self.n_eval = 0
         # Compiled kernels per survey length (the learning-rate schedule depends on it).

@@ -201,6 +201,7 @@ def make_trainer(
     uniform_warmup: bool = False,
     kl_steps: int = 0,
     latent_strata: tuple[int, ...] | None = None,
+    channel_strata: bool = False,
 ) -> Trainer:
     """Build the pure training kernel.
 
@@ -240,6 +241,12 @@ def make_trainer(
             error drops wherever the weight varies smoothly across the latent cube (VEGAS+
             does the same in its grid's coordinates). Training steps draw plain batches.
             ``None``: plain sampling throughout.
+        channel_strata: the same for several channels, inside each channel: its ``n_c``
+            refine events are stratified over ``m_c^d`` hypercubes of the latent cube with
+            ``m_c = floor((n_c / 2)^(1/d))`` (at least two events each), and the channel's
+            contribution is ``sum_h (1/M_c) mean_h(w)``. The counts follow the allocation,
+            so the hypercubes are laid out at run time within a fixed bound of
+            ``N // 2 + C`` strata.
 
     Returns:
         :class:`Trainer`.
@@ -266,6 +273,9 @@ def make_trainer(
     if not 0.0 <= sigma_decay < 1.0:
         raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
     strata = _check_latent_strata(latent_strata, dim, n_ch, n)
+    if channel_strata and n_ch == 1:
+        raise ValueError("channel_strata is for several channels; use latent_strata")
+    n_segments = n // 2 + n_ch  # bound on the channels' hypercubes
     n_cells = math.prod(strata)
     # Static hypercube of each slot of the batch (slots in order, as even as possible).
     cell_counts = vegas.equal_counts(n, n_cells)
@@ -315,12 +325,43 @@ def make_trainer(
             return a if stratified else b
         return jax.tree.map(lambda x, y: jnp.where(stratified, x, y), a, b)
 
-    def latent(key, stratified):
+    def channel_cells(channel):
+        """Per event: cells per axis ``m_c`` and hypercubes ``M_c`` of its channel, its
+        hypercube within the channel and its stratum id; per channel: ``M_c``, counts."""
+        counts = jax.ops.segment_sum(jnp.ones(n, jnp.int32), channel, n_ch)
+        half = counts // 2
+        m = jnp.floor(half.astype(jnp.float32) ** (1.0 / dim)).astype(jnp.int32)
+        m = jnp.where((m + 1) ** dim <= half, m + 1, m)  # the root's rounding, both ways
+        m = jnp.maximum(jnp.where(m**dim > half, m - 1, m), 1)
+        cubes = m**dim
+        local = jnp.arange(n, dtype=jnp.int32) - (jnp.cumsum(counts) - counts)[channel]
+        cell = local % cubes[channel]
+        stratum = (jnp.cumsum(cubes) - cubes)[channel] + cell
+        return m[channel], cubes[channel], cell, stratum, cubes, counts
+
+    def latent(key, stratified, channel):
         plain = jax.random.uniform(key, (n, dim))
-        if n_cells == 1 or stratified is False:
+        if (n_cells == 1 and not channel_strata) or stratified is False:
             return plain
-        return select(stratified, vegas.stratified_points(key, cell_counts, strata, n)[0],
-                      plain)
+        if channel_strata:
+            m, _, cell, _, _, _ = channel_cells(channel)
+            powers = m[:, None] ** jnp.arange(dim - 1, -1, -1, dtype=jnp.int32)[None, :]
+            digits = (cell[:, None] // powers) % m[:, None]
+            cells = (digits.astype(plain.dtype) + plain) / m[:, None].astype(plain.dtype)
+        else:
+            cells = vegas.stratified_points(key, cell_counts, strata, n)[0]
+        return select(stratified, cells, plain)
+
+    def channel_estimate(w, channel):
+        """Estimate of a batch stratified inside its channels (``channel_strata``)."""
+        _, cubes_e, _, stratum, cubes, counts = channel_cells(channel)
+        raw = w / cubes_e
+        seg = estimators.estimate_channels(raw, stratum, n_segments)
+        seg_channel = jnp.searchsorted(jnp.cumsum(cubes), jnp.arange(n_segments),
+                                       side="right")  # >= n_ch past the last: dropped
+        value = jax.ops.segment_sum(seg.value, seg_channel, n_ch)
+        error = jnp.sqrt(jax.ops.segment_sum(seg.error**2, seg_channel, n_ch))
+        return estimators.ChannelEstimate(seg.total, value, error, counts), raw, stratum
 
     def estimate(w, channel, stratified=True):
         """The estimate of a fresh batch with weights ``w = alpha f / q``, its weights in
@@ -328,8 +369,10 @@ def make_trainer(
         ``stratified``: whether the batch came from the latent strata (refine batches do,
         training batches do not)."""
         est = estimators.estimate_channels(w, channel, n_ch, stratified=True)
-        if n_cells == 1 or stratified is False:
+        if (n_cells == 1 and not channel_strata) or stratified is False:
             return est, w, channel
+        if channel_strata:
+            return select(stratified, channel_estimate(w, channel), (est, w, channel))
         raw, cells = w / n_cells, jnp.asarray(cell_of_slot)
         total = estimators.estimate_channels(raw, cells, n_cells).total
         est_cells = estimators.ChannelEstimate(total, total.value[None], total.error[None],
@@ -338,7 +381,7 @@ def make_trainer(
 
     def draw(key, state: TrainState, theta, stratified) -> tuple[_Batch, Array]:
         channel = ch.channel_ids(state.counts, n)
-        u = latent(key, stratified)
+        u = latent(key, stratified, channel)
         flow_params = jax.lax.stop_gradient(state.params["flow"])
 
         def from_flow(u):
