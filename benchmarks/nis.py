@@ -15,9 +15,8 @@ runs in about 15 minutes on two shared cores), and is judged the same way on its
 final sample of events from the frozen sampler:
 
 * **value and error**: the mean of the final weights with its standard error, stratified
-  where the tool samples strata with fixed counts (channels, or for a single channel the
-  hypercubes of the latent cube, for jaxnis; channels for madnis; channels and VEGAS+
-  hypercubes for vegas);
+  where the tool samples strata with fixed counts (hypercubes of the latent cube inside the
+  channels for jaxnis; channels for madnis; channels and VEGAS+ hypercubes for vegas);
 * **pull**: ``(value - reference) / sqrt(error^2 + reference_error^2)``;
 * **unweighting efficiency**: ``<|w|> / w_max`` over the final event weights ``w`` (scaled so
   that their plain mean is the estimate), with ``w_max`` from
@@ -36,8 +35,9 @@ The tools:
   the variance loss (stratified over channels), uniform warm-up, buffered training (1 + 3
   updates per evaluated batch, from a buffer of the last 10 batches); for ``d <= 2`` eight
   layers of 16 bins, Adam at 1e-2, 1 + 7 updates per batch, no KL phase. Each row records
-  the layers, bins, widths and learning rate. The final events of a single channel are
-  stratified over the latent cube (two per hypercube, ``Integrator(latent_strata=True)``).
+  the layers, bins, widths and learning rate. The final events are stratified over the
+  latent cube, inside each channel for a process (two per hypercube,
+  ``Integrator(latent_strata=True)``).
   Multi-channel processes as their
   ``MultiChannelIntegrand`` (one flow conditioned on the channel, learned channel weights
   on the single-diagram-enhanced prior).
@@ -511,8 +511,8 @@ TOOL_NOTES = {
               "1 + 3 Adam updates, 1 + 7 for d <= 2, the extra ones on batches drawn from the "
               "last 10 batches with importance ratios); a forward-KL phase over the first 75% "
               "of a single channel's survey for d > 2; Adam with cosine decay to 0.1 x lr over "
-              "all updates; single-channel final events stratified over the latent cube, "
-              "two per hypercube (the error is the stratified one).",
+              "all updates; final events stratified over the latent cube (inside each "
+              "channel), two per hypercube (the error is the stratified one).",
     "vegas": "vegas: `vegas.Integrator` defaults (alpha 0.5, beta 0.75, VEGAS+ "
              "stratification) on the NumPy integrand (float64), adaptive iterations over the "
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "

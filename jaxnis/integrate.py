@@ -6,7 +6,7 @@ Two phases, as in ZuNIS (arXiv:2110.05491):
   integrand on one batch); optionally starting from uniform sampling until the flow's loss
   beats it. Survey estimates are reported but not used in the result.
 * **refine**: the sampler is frozen and ``n_refine`` fresh batches are integrated, each
-  stratified over the latent cube for a single channel; the result is the plain mean of
+  stratified over the latent cube (inside each channel); the result is the plain mean of
   the refine iterations (identically distributed), with chi2/dof
   (:func:`jaxnis.estimators.average`).
 
