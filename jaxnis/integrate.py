@@ -193,15 +193,6 @@ def _refine_summary(values: Array, errors: Array, raw: Array, stratum: Array, n_
             estimators.unweighting_metrics(w, w_max).efficiency)
 
 
-def _average_numpy(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
-    """:func:`jaxnis.estimators.average` on the host (for the progress line only)."""
-    ok = np.isfinite(values) & np.isfinite(errors)
-    if not np.any(ok):
-        return 0.0, 0.0
-    k = np.sum(ok)
-    return float(np.mean(values[ok])), float(np.sqrt(np.sum(errors[ok] ** 2)) / k)
-
-
 class Integrator:
     """Neural importance sampling of a function on ``[0, 1]^dim`` or of a multi-channel process.
 
@@ -332,8 +323,6 @@ class Integrator:
             buffered_steps=buffered_steps, channel_weights=cw, uniform_warmup=uniform_warmup,
             latent_strata=self.latent_strata, channel_strata=channel_strata,
         ) | dict(trainer_options or {})
-        self._n_strata = (batch_size // 2 + n_ch if channel_strata
-                          else max(n_ch, math.prod(self.latent_strata or (1,))))
         self.state: TrainState | None = None
         self.n_eval = 0
         # Compiled kernels per survey length (the learning-rate schedule depends on it).
@@ -402,13 +391,11 @@ class Integrator:
                 xs = (jax.random.split(key, length), jnp.arange(length))
                 return jax.lax.scan(body, state, xs)
 
-            n_strata = self._n_strata
-
             def sample(key, state, theta):
                 """A fresh batch with its event weights (their mean is the estimate)."""
                 batch, w, n_bad = trainer.sample(key, state, theta)
                 _, raw, stratum = trainer.estimate(w, batch.channel)
-                return batch, estimators.event_weights(raw, stratum, n_strata), n_bad
+                return batch, estimators.event_weights(raw, stratum, trainer.n_strata), n_bad
 
             self._compiled[n_survey] = (trainer, jax.jit(init), jax.jit(chunk),
                                         jax.jit(sample))
@@ -465,8 +452,8 @@ class Integrator:
         def text(info):
             values.extend(info.value.tolist())
             errors.extend(info.error.tolist())
-            comb = _average_numpy(np.asarray(values), np.asarray(errors))
-            return f"I = {comb[0]:.6g} +- {comb[1]:.2g}"
+            comb = estimators.average(np.asarray(values), np.asarray(errors))
+            return f"I = {float(comb.value):.6g} +- {float(comb.error):.2g}"
 
         rows = self._run(key, n_iter, False, bar, text)
         values = np.concatenate([r.value for r in rows])
@@ -475,7 +462,7 @@ class Integrator:
         weights = np.concatenate([r.weights for r in rows])
         stratum = np.concatenate([r.stratum for r in rows])
         combined, efficiency = _refine_summary(values, errors, weights, stratum,
-                                               self._n_strata)
+                                               self._active[0].n_strata)
         return Refined(
             combined=combined,
             values=values,

@@ -148,7 +148,7 @@ class Trainer(NamedTuple):
     ``sample(key, state, theta)`` (a fresh batch, its weights ``alpha f / q`` and the
     non-finite count, no update) and ``estimate(w, channel)``: the batch's
     :class:`jaxnis.estimators.ChannelEstimate`, its weights in the stratified convention of
-    :attr:`TrainInfo.weights` and each event's stratum.
+    :attr:`TrainInfo.weights` and each event's stratum, in ``[0, n_strata)``.
     """
 
     init: Callable[..., TrainState]
@@ -156,6 +156,7 @@ class Trainer(NamedTuple):
     sample: Callable[[PRNGKey, TrainState, PyTree], Any]
     integrand: ch.MultiChannelIntegrand
     estimate: Callable[[Array, Array], tuple[estimators.ChannelEstimate, Array, Array]]
+    n_strata: int
 
 
 def single_channel(f: Callable[[Array, PyTree], Array], dim: int) -> ch.MultiChannelIntegrand:
@@ -275,11 +276,12 @@ def make_trainer(
     strata = _check_latent_strata(latent_strata, dim, n_ch, n)
     if channel_strata and n_ch == 1:
         raise ValueError("channel_strata is for several channels; use latent_strata")
-    n_segments = n // 2 + n_ch  # bound on the channels' hypercubes
     n_cells = math.prod(strata)
-    # Static hypercube of each slot of the batch (slots in order, as even as possible).
-    cell_counts = vegas.equal_counts(n, n_cells)
-    cell_of_slot = np.repeat(np.arange(n_cells, dtype=np.int32), cell_counts)
+    latent_cells = channel_strata or n_cells > 1
+    # Strata ids: channels; or the hypercubes (inside the channels, at most N/2 + C of them).
+    n_strata = n // 2 + n_ch if channel_strata else max(n_ch, n_cells)
+    # Single channel: the static hypercube of each slot (slots in order, as even as possible).
+    cell_of_slot = np.repeat(np.arange(n_cells, dtype=np.int32), vegas.equal_counts(n, n_cells))
 
     def context(channel):
         return jax.nn.one_hot(channel, n_ch) if n_ch > 1 else None
@@ -325,63 +327,63 @@ def make_trainer(
             return a if stratified else b
         return jax.tree.map(lambda x, y: jnp.where(stratified, x, y), a, b)
 
-    def channel_cells(channel):
-        """Per event: cells per axis ``m_c`` and hypercubes ``M_c`` of its channel, its
-        hypercube within the channel and its stratum id; per channel: ``M_c``, counts."""
+    def layout(channel):
+        """Hypercubes of a stratified batch, per event: cells per axis (``[d]`` or
+        ``[N, 1]``), its hypercube within its channel, that channel's number of hypercubes
+        and the stratum id; and the channel of each stratum id."""
+        if not channel_strata:
+            cell = jnp.asarray(cell_of_slot)
+            return (np.asarray(strata, np.int32), cell, jnp.full((n,), n_cells, jnp.int32),
+                    cell, jnp.zeros((n_strata,), jnp.int32))
         counts = jax.ops.segment_sum(jnp.ones(n, jnp.int32), channel, n_ch)
-        half = counts // 2
+        half = counts // 2  # m_c = floor(half^(1/d)), the root's rounding fixed both ways
         m = jnp.floor(half.astype(jnp.float32) ** (1.0 / dim)).astype(jnp.int32)
-        m = jnp.where((m + 1) ** dim <= half, m + 1, m)  # the root's rounding, both ways
+        m = jnp.where((m + 1) ** dim <= half, m + 1, m)
         m = jnp.maximum(jnp.where(m**dim > half, m - 1, m), 1)
         cubes = m**dim
         local = jnp.arange(n, dtype=jnp.int32) - (jnp.cumsum(counts) - counts)[channel]
         cell = local % cubes[channel]
         stratum = (jnp.cumsum(cubes) - cubes)[channel] + cell
-        return m[channel], cubes[channel], cell, stratum, cubes, counts
+        # Ids past the last channel's hypercubes map to n_ch, which segment_sum drops.
+        seg_channel = jnp.searchsorted(jnp.cumsum(cubes), jnp.arange(n_strata), side="right")
+        return m[channel][:, None], cell, cubes[channel], stratum, seg_channel
 
-    def latent(key, stratified, channel):
+    def latent(key, stratified, lay):
         plain = jax.random.uniform(key, (n, dim))
-        if (n_cells == 1 and not channel_strata) or stratified is False:
+        if lay is None:
             return plain
-        if channel_strata:
-            m, _, cell, _, _, _ = channel_cells(channel)
-            powers = m[:, None] ** jnp.arange(dim - 1, -1, -1, dtype=jnp.int32)[None, :]
-            digits = (cell[:, None] // powers) % m[:, None]
-            cells = (digits.astype(plain.dtype) + plain) / m[:, None].astype(plain.dtype)
+        cells, cell = lay[0], lay[1]
+        return select(stratified, vegas.cell_points(plain, cell, cells), plain)
+
+    def stratified_estimate(w, n_c, lay):
+        """Estimate over the hypercubes: ``I_c = sum_h (1/M_c) mean_h(w)``."""
+        _, _, cubes, stratum, seg_channel = lay
+        raw = w / cubes
+        seg = estimators.estimate_channels(raw, stratum, n_strata)
+        if n_ch == 1:
+            value, error = seg.total.value[None], seg.total.error[None]
         else:
-            cells = vegas.stratified_points(key, cell_counts, strata, n)[0]
-        return select(stratified, cells, plain)
+            value = jax.ops.segment_sum(seg.value, seg_channel, n_ch)
+            error = jnp.sqrt(jax.ops.segment_sum(seg.error**2, seg_channel, n_ch))
+        return estimators.ChannelEstimate(seg.total, value, error, n_c), raw, stratum
 
-    def channel_estimate(w, channel):
-        """Estimate of a batch stratified inside its channels (``channel_strata``)."""
-        _, cubes_e, _, stratum, cubes, counts = channel_cells(channel)
-        raw = w / cubes_e
-        seg = estimators.estimate_channels(raw, stratum, n_segments)
-        seg_channel = jnp.searchsorted(jnp.cumsum(cubes), jnp.arange(n_segments),
-                                       side="right")  # >= n_ch past the last: dropped
-        value = jax.ops.segment_sum(seg.value, seg_channel, n_ch)
-        error = jnp.sqrt(jax.ops.segment_sum(seg.error**2, seg_channel, n_ch))
-        return estimators.ChannelEstimate(seg.total, value, error, counts), raw, stratum
-
-    def estimate(w, channel, stratified=True):
+    def estimate(w, channel, stratified=True, lay=None):
         """The estimate of a fresh batch with weights ``w = alpha f / q``, its weights in
         the stratified convention and the stratum of each event (channel or hypercube).
         ``stratified``: whether the batch came from the latent strata (refine batches do,
         training batches do not)."""
         est = estimators.estimate_channels(w, channel, n_ch, stratified=True)
-        if (n_cells == 1 and not channel_strata) or stratified is False:
+        if not latent_cells or stratified is False:
             return est, w, channel
-        if channel_strata:
-            return select(stratified, channel_estimate(w, channel), (est, w, channel))
-        raw, cells = w / n_cells, jnp.asarray(cell_of_slot)
-        total = estimators.estimate_channels(raw, cells, n_cells).total
-        est_cells = estimators.ChannelEstimate(total, total.value[None], total.error[None],
-                                               jnp.full((1,), n, jnp.int32))
-        return select(stratified, (est_cells, raw, cells), (est, w, channel))
+        lay = layout(channel) if lay is None else lay
+        return select(stratified, stratified_estimate(w, est.n, lay), (est, w, channel))
 
-    def draw(key, state: TrainState, theta, stratified) -> tuple[_Batch, Array]:
+    def draw(key, state: TrainState, theta, stratified):
+        """A fresh batch, its non-finite count and its hypercube layout (``None`` when
+        the batch is plain)."""
         channel = ch.channel_ids(state.counts, n)
-        u = latent(key, stratified, channel)
+        lay = layout(channel) if latent_cells and stratified is not False else None
+        u = latent(key, stratified, lay)
         flow_params = jax.lax.stop_gradient(state.params["flow"])
 
         def from_flow(u):
@@ -395,7 +397,7 @@ def make_trainer(
         ev = jax.vmap(integrand.evaluate, (0, 0, None))(channel, r, theta)
         log_fj, n_bad = losses.sanitize_log_f(ev.log_fj)
         batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
-        return batch, n_bad
+        return batch, n_bad, lay
 
     def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase):
         value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active,
@@ -482,9 +484,9 @@ def make_trainer(
         k_draw, k_buf = jax.random.split(key)
         # Only frozen (refine) batches are stratified: training sees plain batches.
         stratified = False if isinstance(update, bool) and update else jnp.logical_not(update)
-        batch, n_bad = draw(k_draw, state, theta, stratified)
+        batch, n_bad, lay = draw(k_draw, state, theta, stratified)
         w = weights(state.params, batch, state.active)
-        est, raw, stratum = estimate(w, batch.channel, stratified)
+        est, raw, stratum = estimate(w, batch.channel, stratified, lay)
 
         frozen = not (isinstance(update, bool) and update)
         if frozen:
@@ -558,11 +560,11 @@ def make_trainer(
     def sample(key: PRNGKey, state: TrainState, theta: PyTree = None):
         """A fresh batch with its weights ``alpha f / q``, no update:
         ``(batch, w [N], n_nonfinite)``; ``estimate(w, batch.channel)`` gives the estimate."""
-        batch, n_bad = draw(key, state, theta, True)
+        batch, n_bad, _ = draw(key, state, theta, True)
         return batch, weights(state.params, batch, state.active), n_bad
 
     return Trainer(init=init, step=step, sample=sample, integrand=integrand,
-                   estimate=estimate)
+                   estimate=estimate, n_strata=n_strata)
 
 
 def _check_latent_strata(latent_strata, dim: int, n_ch: int, n: int) -> tuple[int, ...]:

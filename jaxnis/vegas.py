@@ -345,15 +345,22 @@ def stratified_points(key: PRNGKey, counts: ArrayLike, strata: tuple[int, ...], 
     Returns:
         ``y [n, d]`` and the hypercube of each point ``cube [n]`` (int32).
     """
-    strata_np = np.asarray(strata, dtype=np.int32)
-    strides_np = np.asarray([math.prod(strata[a + 1:]) for a in range(len(strata))],
-                            dtype=np.int32)
     cum = jnp.cumsum(jnp.asarray(counts))
     cube = jnp.searchsorted(cum, jnp.arange(n, dtype=jnp.int32), side="right").astype(jnp.int32)
-    digits = (cube[:, None] // strides_np) % strata_np  # [n, d]
     u = jax.random.uniform(key, (n, len(strata)), dtype=dtype)
-    y = (digits.astype(u.dtype) + u) / strata_np.astype(u.dtype)
-    return y, cube
+    return cell_points(u, cube, strata), cube
+
+
+def cell_points(u: Array, cube: Array, cells: ArrayLike) -> Array:
+    """Points ``u [n, d]`` of the unit cube moved into hypercube ``cube [n]`` of a grid with
+    ``cells`` equal cells per axis (``[d]``, or per point ``[n, d]`` or ``[n, 1]``),
+    hypercubes numbered row-major (axis ``a`` has stride ``prod cells[a+1:]``)."""
+    cells = jnp.broadcast_to(jnp.asarray(cells, jnp.int32), u.shape)
+    # Exclusive product over the later axes: the stride of each axis.
+    strides = jnp.flip(jnp.cumprod(jnp.flip(cells[:, 1:], -1), axis=-1), -1)
+    strides = jnp.concatenate([strides, jnp.ones_like(cells[:, :1])], axis=-1)
+    digits = (cube[:, None] // strides) % cells
+    return (digits.astype(u.dtype) + u) / cells.astype(u.dtype)
 
 
 def equal_counts(n: int, n_cubes: int) -> np.ndarray:
@@ -767,6 +774,7 @@ __all__ = [
     "VegasResult",
     "VegasState",
     "allocate_samples",
+    "cell_points",
     "combine_estimates",
     "default_strata",
     "equal_counts",
