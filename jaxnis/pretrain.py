@@ -202,7 +202,8 @@ def flow_params_from_grid(flow: Flow, params: Params, grid: ArrayLike) -> Params
 
     With per-channel grids ``[C, d, n + 1]`` and ``flow.context_dim == C`` (one-hot channel
     context, as :func:`jaxnis.train.make_trainer` passes it), the spline must depend on the
-    channel. Units ``0..C-1`` of every hidden layer of every conditioner are rewired to carry
+    channel. With ``flow.channel_flows`` each channel's flow simply gets its own grid's
+    spline. Otherwise units ``0..C-1`` of every hidden layer of every conditioner are rewired to carry
     the one-hot context (weight 1 from context entry ``k``, or from unit ``k`` of the previous
     layer; bias 0), so with the activation's values ``on = act^L(1)`` and ``off = act^L(0)``
     the output rows ``k`` of those units get ``raw_k / (on - off)`` and the bias
@@ -237,6 +238,10 @@ def flow_params_from_grid(flow: Flow, params: Params, grid: ArrayLike) -> Params
     if flow.context_dim != n_grids:
         raise ValueError(f"{n_grids} grids need a flow with context_dim={n_grids} (one-hot "
                          f"channel context), got context_dim={flow.context_dim}")
+    if getattr(flow, "channel_flows", False):
+        # One flow per channel: each channel's own output layer takes its grid.
+        return flow.set_elementwise_params(
+            params, jax.vmap(V.spline_params_from_grid, (0, None))(grids, flow.transform))
     if flow.hidden and min(flow.hidden) < n_grids:
         raise ValueError(f"hidden widths {flow.hidden} must be >= the number of channels "
                          f"{n_grids} to carry the channel through the conditioner")

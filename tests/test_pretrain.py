@@ -114,16 +114,18 @@ def test_grid_layer_bad_input_raises():
 # --------------------------------------------------------------------------- spline start
 
 
-@pytest.mark.parametrize(("masks", "dim", "n_ch", "activation"), [
-    ("binary", 5, 1, "relu"),
-    ("checkerboard", 4, 3, "relu"),
-    ("binary", 3, 2, "gelu"),
+@pytest.mark.parametrize(("masks", "dim", "n_ch", "activation", "channel_flows"), [
+    ("binary", 5, 1, "relu", False),
+    ("checkerboard", 4, 3, "relu", False),
+    ("binary", 3, 2, "gelu", False),
+    ("binary", 4, 3, "relu", True),
 ])
-def test_spline_start_is_the_elementwise_spline(masks, dim, n_ch, activation):
+def test_spline_start_is_the_elementwise_spline(masks, dim, n_ch, activation, channel_flows):
     """Whatever the masks, each dimension's last layer carries its spline; with C grids and
-    a one-hot context the conditioner passes the channel through to pick the spline."""
+    a one-hot context the conditioner passes the channel through to pick the spline (or,
+    with one flow per channel, each channel's flow carries its own)."""
     flow = make_flow(dim, masks=masks, n_bins=4, hidden=(8, 8), activation=activation,
-                     context_dim=n_ch if n_ch > 1 else 0)
+                     context_dim=n_ch if n_ch > 1 else 0, channel_flows=channel_flows)
     grids = jnp.stack([random_grid(jax.random.key(20 + c), dim, 32, jnp.float32)
                        for c in range(n_ch)])
     u = jax.random.uniform(jax.random.key(30), (64, dim))

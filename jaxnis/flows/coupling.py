@@ -44,28 +44,66 @@ from jaxnis.types import Array, ArrayLike, Params, PRNGKey
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+class BlockDense(nn.Module):
+    """``blocks`` independent dense layers, one of which a one-hot selector picks.
+
+    ``y = x @ kernel[b] + bias[b]`` for ``select = e_b``, computed as one product of the
+    outer product ``select x`` (``[blocks * in]``) with the stacked kernels
+    ``[blocks * in, features]``: no per-event gather of weights, ``blocks`` times the
+    multiply-adds of one dense layer. Parameters: ``kernel [blocks, in, features]`` (each
+    block initialised like ``nn.Dense``), ``bias [blocks, features]``.
+    """
+
+    features: int
+    blocks: int
+    kernel_init: Callable[..., Array] = nn.initializers.lecun_normal(batch_axis=(0,))
+    bias_init: Callable[..., Array] = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: Array, select: Array) -> Array:
+        n_in = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (self.blocks, n_in, self.features))
+        bias = self.param("bias", self.bias_init, (self.blocks, self.features))
+        outer = (select[:, None] * x[None, :]).reshape(self.blocks * n_in)
+        return outer @ kernel.reshape(self.blocks * n_in, self.features) + select @ bias
+
+
 class MLP(nn.Module):
     """Conditioner network: ``len(hidden)`` dense layers with ``activation``, then a linear
     output layer initialised to zero (so a fresh coupling layer is the identity).
 
     Acts on one input vector ``[in]`` (batch with ``jax.vmap``).
 
+    With ``blocks = C > 1`` the last ``C`` inputs are a one-hot selector (a channel) and
+    every layer is a :class:`BlockDense`: ``C`` independent networks on the other inputs,
+    the selected one applied (one flow per channel, all in one program).
+
     Attributes:
         hidden: hidden widths, e.g. ``(32, 32, 32)``.
         out_dim: number of outputs.
         activation: element-wise activation, e.g. ``jax.nn.relu``.
+        blocks: number of independent networks (1: a plain MLP).
     """
 
     hidden: tuple[int, ...]
     out_dim: int
     activation: Callable[[Array], Array] = jax.nn.relu
+    blocks: int = 1
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if self.blocks == 1:
+            for width in self.hidden:
+                x = self.activation(nn.Dense(width)(x))
+            return nn.Dense(self.out_dim, kernel_init=nn.initializers.zeros,
+                            bias_init=nn.initializers.zeros, name="output")(x)
+        select, x = x[-self.blocks:], x[:-self.blocks]
+        if x.shape[-1] == 0:  # nothing to condition on: a constant input per block
+            x = jnp.ones((1,), select.dtype)
         for width in self.hidden:
-            x = self.activation(nn.Dense(width)(x))
-        return nn.Dense(self.out_dim, kernel_init=nn.initializers.zeros,
-                        bias_init=nn.initializers.zeros, name="output")(x)
+            x = self.activation(BlockDense(width, self.blocks)(x, select))
+        return BlockDense(self.out_dim, self.blocks, kernel_init=nn.initializers.zeros,
+                          name="output")(x, select)
 
 
 class Selectors(NamedTuple):

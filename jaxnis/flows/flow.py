@@ -61,6 +61,10 @@ class Flow:
         hidden: conditioner hidden widths.
         activation: conditioner activation.
         context_dim: size of the context vector (0: unconditional).
+        channel_flows: one independent flow per channel: the context is a one-hot channel
+            ``[context_dim]`` that selects one of ``context_dim`` conditioners per layer
+            (:class:`jaxnis.flows.coupling.BlockDense`), instead of being an input of a
+            shared one. Same masks and transform; ``context_dim`` times the parameters.
 
     Parameters (from :meth:`init`) are ``{"layers": variables}`` where ``variables`` are the
     conditioner's flax variables with a leading ``[n_layers]`` axis on every leaf. The
@@ -68,6 +72,8 @@ class Flow:
     ``bias [L, n_t P]``), has ``n_t * P`` outputs (``n_t`` the widest transformed set,
     ``P = transform.n_params``): outputs ``[r * P:(r + 1) * P]`` are the raw parameters of the
     ``r``-th transformed dimension of that layer (dimensions in increasing index order).
+    With ``channel_flows`` every leaf has a channel axis after the layer axis
+    (``kernel [L, C, in, n_t P]``, ``bias [L, C, n_t P]``).
     """
 
     dim: int
@@ -76,6 +82,7 @@ class Flow:
     hidden: tuple[int, ...] = (32, 32, 32)
     activation: Callable[[Array], Array] = jax.nn.relu
     context_dim: int = 0
+    channel_flows: bool = False
 
     def __post_init__(self):
         dim = _check_dim(self.dim)
@@ -85,6 +92,8 @@ class Flow:
         object.__setattr__(self, "context_dim", _check_context_dim(self.context_dim))
         if not isinstance(self.transform, ElementwiseTransform):
             raise ValueError(f"transform must be an ElementwiseTransform, got {self.transform!r}")
+        if self.channel_flows and self.context_dim < 1:
+            raise ValueError("channel_flows needs context_dim >= 1 (the number of channels)")
 
     # ---- static structure -------------------------------------------------------------
 
@@ -100,7 +109,8 @@ class Flow:
     @functools.cached_property
     def _net(self) -> MLP:
         n_t = self.selectors.trans.shape[1]
-        return MLP(self.hidden, n_t * self.transform.n_params, self.activation)
+        blocks = self.context_dim if self.channel_flows else 1
+        return MLP(self.hidden, n_t * self.transform.n_params, self.activation, blocks)
 
     @functools.cached_property
     def _input_size(self) -> int:
@@ -133,9 +143,13 @@ class Flow:
         the element-wise map ``x_i = f(u_i; raw[i])``; e.g. a VEGAS grid via
         :func:`rqs_params_from_knots` or :func:`linear_params_from_heights`.
 
+        With ``channel_flows``, ``raw [C, dim, P]`` gives each channel's flow its own map
+        (``[dim, P]`` gives all channels the same).
+
         Args:
             params: flow parameters.
-            raw: raw transform parameters ``[dim, transform.n_params]``.
+            raw: raw transform parameters ``[dim, transform.n_params]`` (or
+                ``[context_dim, dim, P]`` with ``channel_flows``).
 
         Returns:
             Updated parameters (a new pytree).
@@ -143,8 +157,13 @@ class Flow:
         self.check_params(params)
         n_par = self.transform.n_params
         raw = jnp.asarray(raw)
-        if raw.shape != (self.dim, n_par):
-            raise ValueError(f"raw must have shape {(self.dim, n_par)}, got {raw.shape}")
+        shapes = [(self.dim, n_par)] + ([(self.context_dim, self.dim, n_par)]
+                                        if self.channel_flows else [])
+        if raw.shape not in shapes:
+            raise ValueError(f"raw must have shape {' or '.join(map(str, shapes))}, "
+                             f"got {raw.shape}")
+        if raw.ndim == 2 and self.channel_flows:
+            raw = jnp.broadcast_to(raw, (self.context_dim, *raw.shape))
         out = params["layers"]["params"]["output"]
         bias, kernel = out["bias"], out["kernel"]
         trans = self.selectors.trans  # [L, n_t, d]
@@ -152,8 +171,9 @@ class Flow:
             layer = max(l for l in range(self.n_layers) if not self.masks[l][i])
             row = int(np.flatnonzero(trans[layer, :, i])[0])
             cols = slice(row * n_par, (row + 1) * n_par)
-            bias = bias.at[layer, cols].set(raw[i].astype(bias.dtype))
-            kernel = kernel.at[layer, :, cols].set(0.0)
+            # [..., i, :]: the channel axis of channel flows, if any, rides along.
+            bias = bias.at[layer, ..., cols].set(raw[..., i, :].astype(bias.dtype))
+            kernel = kernel.at[layer, ..., cols].set(0.0)
         new_out = {**out, "bias": bias, "kernel": kernel}
         new_params = {**params["layers"]["params"], "output": new_out}
         return {**params, "layers": {**params["layers"], "params": new_params}}
@@ -249,7 +269,8 @@ def _activation(activation) -> Callable[[Array], Array]:
 def make_flow(dim: int, *, n_layers: int | None = None, masks="binary", transform="rqs",
               n_bins: int = 10, hidden=(32, 32, 32), activation="relu", context_dim: int = 0,
               min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
-              min_derivative: float = 1e-3, mask_seed: int = 0) -> Flow:
+              min_derivative: float = 1e-3, mask_seed: int = 0,
+              channel_flows: bool = False) -> Flow:
     """Build a coupling flow on ``[0, 1]^dim``.
 
     Args:
@@ -266,6 +287,8 @@ def make_flow(dim: int, *, n_layers: int | None = None, masks="binary", transfor
         context_dim: size of the context (e.g. a channel one-hot or physics parameters).
         min_bin_width, min_bin_height, min_derivative: limits of the transform.
         mask_seed: seed of the ``"random"`` masks.
+        channel_flows: one independent flow per channel (``context_dim`` channels, one-hot
+            context) instead of one flow conditioned on the channel.
 
     Returns:
         An immutable :class:`Flow`.
@@ -280,7 +303,7 @@ def make_flow(dim: int, *, n_layers: int | None = None, masks="binary", transfor
                                    min_derivative=min_derivative)
     mask_array = make_masks(masks, dim, n_layers, mask_seed)
     return Flow(dim, tuple(map(tuple, mask_array.tolist())), transform, tuple(hidden),
-                _activation(activation), context_dim)
+                _activation(activation), context_dim, bool(channel_flows))
 
 
 def channel_embedding(channel: ArrayLike, n_channels: int, dtype=jnp.float32) -> Array:
