@@ -375,15 +375,21 @@ class Integrator:
                 return trainer.init(key, flow_params), n_vegas
 
             def chunk(key, state, theta, train, n_valid):
+                traced: dict[str, Any] = {}
+
                 def body(state, xs):
                     k, i = xs
 
                     def run(state):
-                        return trainer.step(k, state, theta, train)
+                        new_state, info = trainer.step(k, state, theta, train)
+                        traced["info"] = jax.eval_shape(lambda: info)
+                        return new_state, info
 
                     def idle(state):
-                        # Past n_valid (the last chunk of a run): nothing evaluated.
-                        info = jax.eval_shape(run, state)[1]
+                        # Past n_valid (the last chunk of a run): nothing evaluated. The
+                        # step's output shapes come from its trace in `run` (lax.cond traces
+                        # that branch first); tracing the step again would cost as much.
+                        info = traced.get("info") or jax.eval_shape(run, state)[1]
                         return state, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), info)
 
                     return jax.lax.cond(i < n_valid, run, idle, state)
