@@ -79,7 +79,8 @@ def demo(*, quick: bool = False, seed: int = 0) -> int:
                             flow={"n_bins": 8, "hidden": (16, 16)}, progress=False)
     key, sub = jax.random.split(key)
     res = integrator.integrate(sub, n_survey=20 if quick else 80, n_refine=5)
-    print(_line("sigma (m_ll > 60 GeV)", res.value, res.error, None, "pb"))
+    reference = float(jax.jit(dy.reference_sigma)(dy_params))  # quadrature, no lepton cuts
+    print(_line("sigma (m_ll > 60 GeV)", res.value, res.error, reference, "pb"))
     for name, value in zip(dy.channel_names, res.channel_value, strict=True):
         print(f"    channel {name:<26s} {float(value):>14.6g} pb")
     print(f"  {'chi2/dof, unweighting efficiency':<34s} {res.chi2_dof:>14.3f} "

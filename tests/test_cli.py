@@ -16,7 +16,8 @@ def test_quick_demo_runs_and_every_pull_is_small(capsys):
     text = capsys.readouterr().out
     assert "(float64)" in text and "done in" in text
     pulls = [float(p) for p in re.findall(r"\(pull ([+-][0-9.]+)\)", text)]
-    assert len(pulls) == 4, text  # two volumes, sigma(ee -> mu mu), d sigma / d M_Z
+    # two volumes, sigma(ee -> mu mu), d sigma / d M_Z, sigma(Drell-Yan)
+    assert len(pulls) == 5, text
     assert all(abs(p) < 4 for p in pulls), pulls
     channels = [float(v) for v in re.findall(r"channel \w+ +([0-9.]+) pb", text)]
     sigma, error = map(float, re.search(r"sigma \(m_ll > 60 GeV\) +([0-9.]+) \+- ([0-9.e+-]+)",
