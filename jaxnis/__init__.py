@@ -5,8 +5,9 @@ exact weights), :mod:`~jaxnis.physics` (matrix elements, PDFs, processes),
 :mod:`~jaxnis.cuts`, :mod:`~jaxnis.flows` (spline coupling flows), :mod:`~jaxnis.vegas`,
 :mod:`~jaxnis.channels`, :mod:`~jaxnis.losses`, :mod:`~jaxnis.estimators`,
 :mod:`~jaxnis.train` (init/step kernels), :mod:`~jaxnis.pretrain` (VEGAS starts of a flow),
-:mod:`~jaxnis.integrate` (the front door), :mod:`~jaxnis.studies` (gradients, scans, fits)
-and :mod:`~jaxnis.batching` (large batches in cache-sized chunks).
+:mod:`~jaxnis.integrate` (the front door), :mod:`~jaxnis.studies` (gradients, scans, fits),
+:mod:`~jaxnis.batching` (large batches in cache-sized chunks) and
+:mod:`~jaxnis.compile_cache` (compiled programs kept on disk between runs).
 Importing jaxnis does not import distrax: the distrax wrappers live in
 :mod:`jaxnis.flows.distrax_interop`.
 """
@@ -14,6 +15,7 @@ Importing jaxnis does not import distrax: the distrax wrappers live in
 from jaxnis import (
     batching,
     channels,
+    compile_cache,
     cuts,
     estimators,
     flows,
@@ -29,6 +31,7 @@ from jaxnis import (
     vegas,
 )
 from jaxnis.batching import BatchEvaluator, map_in_chunks
+from jaxnis.compile_cache import enable_compilation_cache
 from jaxnis.integrate import Integrator, Result
 
 __version__ = "0.1.0"
@@ -40,7 +43,9 @@ __all__ = [
     "__version__",
     "batching",
     "channels",
+    "compile_cache",
     "cuts",
+    "enable_compilation_cache",
     "estimators",
     "flows",
     "integrate",

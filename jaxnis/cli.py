@@ -98,11 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--float32", action="store_true",
                         help="run in single precision (default: float64)")
+    p_demo.add_argument("--no-cache", action="store_true",
+                        help="do not keep compiled programs on disk for the next run "
+                             "(default: jaxnis.compile_cache.default_cache_dir(), or "
+                             "$JAXNIS_CACHE_DIR)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         import jax
 
         jax.config.update("jax_enable_x64", not args.float32)
+        if not args.no_cache:
+            from jaxnis.compile_cache import enable_compilation_cache
+
+            print(f"compiled programs cached in {enable_compilation_cache()}")
         return demo(quick=args.quick, seed=args.seed)
     return 2
 
