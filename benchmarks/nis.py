@@ -186,7 +186,11 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
     k_train, k_final = jax.random.split(jax.random.key(seed))
     history = integ.train(k_train, n_steps)
     t_train = time.perf_counter() - t0
-    refined = integ.refine(k_final, n_batches)  # frozen sampler, the survey's program
+    # The frozen sampler: the final budget in `refine_iterations` batches (one, like vegas's
+    # frozen iteration, by default; a batch size other than the survey's compiles a second,
+    # sampling-only program, counted in the wall time).
+    n_iter = cfg.get("refine_iterations", n_batches)
+    refined = integ.refine(k_final, n_iter, batch_size=n_batches * batch // n_iter)
     raw = np.asarray(refined.weights, np.float64).reshape(-1)
     stratum = np.asarray(refined.stratum).reshape(-1)  # channels or latent hypercubes
     wall = time.perf_counter() - t0
@@ -355,6 +359,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="conditioner hidden widths (madnis: layers = len + 1, units = first; "
                         "default: jaxnis's default)")
     p.add_argument("--vegas-iterations", type=int, default=10)
+    p.add_argument("--refine-iterations", type=int, default=1,
+                   help="jaxnis's final sample in this many refine batches (of the final "
+                        "budget over this number; default one, like vegas's frozen "
+                        "iteration: larger batches hold finer latent strata)")
     p.add_argument("--jaxnis-options", type=json.loads, default={},
                    help='extra jaxnis Integrator options as JSON, e.g. \'{"loss": "kl"}\'')
     p.add_argument("--torch-threads", type=int, default=1,
@@ -505,14 +513,16 @@ TOOL_NOTES = {
               "flow={n_bins, hidden, masks='binary', n_layers})` with "
               "`default_options(dim)` (per row: layers, bins, learning rate), "
               "`.train(key, steps)` then "
-              "`.refine(key, batches)` (the frozen sampler); float32; variance loss "
+              "`.refine(key, iterations, batch_size)` (the frozen sampler: the final budget "
+              "in `refine_iterations` batches, one by default); float32; variance loss "
               "(stratified over channels), uniform warm-up, learned channel weights on the "
               "prior; buffered training (the Integrator default: each evaluated batch serves "
               "1 + 3 Adam updates, 1 + 7 for d <= 2, the extra ones on batches drawn from the "
               "last 10 batches with importance ratios); a forward-KL phase over the first 75% "
               "of a single channel's survey for d > 2; Adam with cosine decay to 0.1 x lr over "
               "all updates; final events stratified over the latent cube (inside each "
-              "channel), two per hypercube (the error is the stratified one).",
+              "channel), two per hypercube (the error is the stratified one; one refine "
+              "batch of 5e4 holds 158 x 158 hypercubes in 2-d).",
     "vegas": "vegas: `vegas.Integrator` defaults (alpha 0.5, beta 0.75, VEGAS+ "
              "stratification) on the NumPy integrand (float64), adaptive iterations over the "
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "
@@ -578,6 +588,9 @@ def main(argv=None, log=print) -> dict[str, Any]:
     scale = args.budget_scale
     steps = max(1, round(args.train_budget * scale / args.batch_size))
     final_batches = max(2, round(args.final_budget * scale / args.batch_size))
+    if args.refine_iterations < 1 or (final_batches * args.batch_size) % args.refine_iterations:
+        raise SystemExit(f"--refine-iterations {args.refine_iterations} must divide the final "
+                         f"budget of {final_batches * args.batch_size} events")
     cfg = {"train_budget": steps * args.batch_size,
            "final_budget": final_batches * args.batch_size,
            "budget_scale": scale, "batch_size": args.batch_size, "train_steps": steps,
@@ -588,6 +601,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
                    "are given; binary masks; madnis gets the same (per row: layers, bins, "
                    "hidden, learning_rate)",
            "vegas_iterations": args.vegas_iterations, "jaxnis_options": args.jaxnis_options,
+           "refine_iterations": args.refine_iterations,
            "seed": args.seed, "threads": threads, "torch_threads": args.torch_threads,
            "xs_fraction": XS_FRACTION,
            "jax_backend": jax.default_backend(),

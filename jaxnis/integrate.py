@@ -36,7 +36,7 @@ import optax
 from jaxnis import channels as ch
 from jaxnis import estimators, pretrain, vegas
 from jaxnis.flows.flow import make_flow
-from jaxnis.train import Trainer, TrainState, make_trainer, single_channel
+from jaxnis.train import Trainer, TrainInfo, TrainState, make_trainer, single_channel
 from jaxnis.types import Array, PRNGKey, PyTree
 
 
@@ -253,6 +253,15 @@ class Integrator:
             and hypercubes inside each channel for several (``channel_strata``), a tuple of
             cells per axis (single channel), or ``False`` for plain sampling. The estimate
             and its error are the stratified ones.
+        refine_batch_size: events per refine iteration (default ``batch_size``). Larger
+            refine batches hold finer latent strata (two events per hypercube), and the
+            error of a stratified sample falls faster than ``1/sqrt(N)`` where the weight
+            varies smoothly or jumps along a surface. Measured at 5e4 refine events after
+            2.5e5 training evaluations (seeds 0-1): relative error of the quarter annulus
+            7.2e-4 -> 3.8-4.0e-4 and of i-flow's two circles 9.2-9.5e-4 -> 4.5-5.0e-4 with one
+            refine batch of 5e4 instead of 50 of 1000; in four dimensions 1.2x (camel),
+            beyond about eight little (two cells on some axes). A refine batch of another size
+            is a second compiled program (sampling only).
     """
 
     def __init__(
@@ -276,6 +285,7 @@ class Integrator:
         steps_per_call: int = 25,
         vegas_pretrain: dict[str, Any] | bool | None = None,
         latent_strata: tuple[int, ...] | bool = True,
+        refine_batch_size: int | None = None,
     ):
         if isinstance(f, ch.MultiChannelIntegrand):
             integrand = f
@@ -286,6 +296,12 @@ class Integrator:
         self.integrand = integrand
         self.theta = theta
         self.batch_size = batch_size
+        self.refine_batch_size = batch_size if refine_batch_size is None else refine_batch_size
+        if (isinstance(self.refine_batch_size, bool)
+                or not isinstance(self.refine_batch_size, int | np.integer)
+                or self.refine_batch_size < 2):
+            raise ValueError(f"refine_batch_size must be an integer >= 2, got "
+                             f"{refine_batch_size!r}")
         self.progress = progress
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
@@ -311,6 +327,7 @@ class Integrator:
         if buffer_capacity is None:
             buffer_capacity = 10 * batch_size if buffered_steps else 0
         channel_strata = bool(latent_strata) and n_ch > 1
+        self._latent_strata_option = latent_strata
         if latent_strata is True:
             latent_strata = (vegas.default_strata(integrand.dim, batch_size, 0.0)
                              if n_ch == 1 else None)
@@ -327,6 +344,8 @@ class Integrator:
         self.n_eval = 0
         # Compiled kernels per survey length (the learning-rate schedule depends on it).
         self._compiled: dict[int, Any] = {}
+        # Compiled refine samplers per refine batch size (other than batch_size).
+        self._refiners: dict[int, Any] = {}
         self._active: Any = None
         self.vegas_pretrain = None
         if vegas_pretrain:
@@ -408,6 +427,35 @@ class Integrator:
         self._active = self._compiled[n_survey]
         return self._active
 
+    def _refiner(self, n: int):
+        """The trainer of refine batches of ``n`` events and its compiled frozen iteration.
+
+        Same integrand, flow, channel weights and allocation rule as the survey's trainer,
+        without buffer; latent strata sized for ``n`` (``default_strata(dim, n, 0)`` unless
+        given as a tuple). The frozen iteration re-allocates the survey state's channel
+        counts to ``n`` events, draws one batch and returns its :class:`TrainInfo` (loss 0).
+        """
+        if n not in self._refiners:
+            kwargs = dict(self._trainer_kwargs, batch_size=n, buffer_capacity=0,
+                          buffered_steps=0)
+            if self.integrand.n_channels == 1 and self._latent_strata_option is True:
+                kwargs["latent_strata"] = vegas.default_strata(self.integrand.dim, n, 0.0)
+            trainer = make_trainer(self.integrand, self.flow, optax.identity(), **kwargs)
+
+            def frozen(key, state, theta):
+                state = state._replace(counts=trainer.allocate(state.sigma, state.active))
+                batch, w, n_bad = trainer.sample(key, state, theta)
+                est, raw, stratum = trainer.estimate(w, batch.channel)
+                zero = jnp.zeros((), est.total.value.dtype)
+                return TrainInfo(
+                    loss=zero, value=est.total.value, error=est.total.error,
+                    channel_value=est.value, channel_error=est.error, n_nonfinite=n_bad,
+                    use_flow=state.use_flow, uniform_loss=zero, weights=raw,
+                    channel=batch.channel, stratum=stratum)
+
+            self._refiners[n] = (trainer, jax.jit(frozen))
+        return self._refiners[n]
+
     def _run(self, key: PRNGKey, n: int, train: bool, bar: _Progress, text) -> list[Any]:
         """``n`` steps (``train``) or frozen iterations through the shared chunk program."""
         _, _, chunk, _ = self._active
@@ -441,8 +489,14 @@ class Integrator:
              for k in ("loss", "value", "error", "use_flow", "n_nonfinite")}
         return h
 
-    def refine(self, key: PRNGKey, n_iter: int):
+    def refine(self, key: PRNGKey, n_iter: int, batch_size: int | None = None):
         """Refine: ``n_iter`` batches from the frozen sampler, combined over iterations.
+
+        Args:
+            key: PRNG key.
+            n_iter: refine iterations.
+            batch_size: events per iteration; default ``refine_batch_size`` (see
+                :class:`Integrator`).
 
         Returns a :class:`Refined` (the combination, per-iteration estimates, and the event
         weights ``[n_iter, N]`` with their channels).
@@ -451,6 +505,10 @@ class Integrator:
             raise RuntimeError("train (survey) before refine")
         if n_iter < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        if batch_size is not None and (isinstance(batch_size, bool)
+                                       or not isinstance(batch_size, int | np.integer)
+                                       or batch_size < 2):
+            raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
         bar = _Progress(n_iter, "refine", self.progress)
         values: list[float] = []
         errors: list[float] = []
@@ -461,14 +519,25 @@ class Integrator:
             comb = estimators.average(np.asarray(values), np.asarray(errors))
             return f"I = {float(comb.value):.6g} +- {float(comb.error):.2g}"
 
-        rows = self._run(key, n_iter, False, bar, text)
+        n = self.refine_batch_size if batch_size is None else batch_size
+        if n == self.batch_size:  # the survey's own program, update switched off
+            rows = self._run(key, n_iter, False, bar, text)
+            n_strata = self._active[0].n_strata
+        else:
+            trainer, frozen = self._refiner(n)
+            n_strata = trainer.n_strata
+            rows = []
+            for i, k in enumerate(jax.random.split(key, n_iter)):
+                rows.append(jax.tree.map(lambda x: np.asarray(x)[None],
+                                         frozen(k, self.state, self.theta)))
+                if bar.enabled:
+                    bar.update(i + 1, text(rows[-1]))
         values = np.concatenate([r.value for r in rows])
         errors = np.concatenate([r.error for r in rows])
-        self.n_eval += n_iter * self.batch_size
+        self.n_eval += n_iter * n
         weights = np.concatenate([r.weights for r in rows])
         stratum = np.concatenate([r.stratum for r in rows])
-        combined, efficiency = _refine_summary(values, errors, weights, stratum,
-                                               self._active[0].n_strata)
+        combined, efficiency = _refine_summary(values, errors, weights, stratum, n_strata)
         return Refined(
             combined=combined,
             values=values,
@@ -489,7 +558,7 @@ class Integrator:
         Args:
             key: PRNG key or integer seed.
             n_survey: training steps (``n_survey * batch_size`` evaluations).
-            n_refine: refine iterations (``n_refine * batch_size`` evaluations).
+            n_refine: refine iterations (``n_refine * refine_batch_size`` evaluations).
         """
         if n_refine < 1:
             raise ValueError(f"n_refine must be >= 1, got {n_refine}")
@@ -520,7 +589,7 @@ class Integrator:
             rel_error=error / abs(value) if value != 0 else math.inf,
             chi2_dof=float(comb.chi2_dof),
             n_eval=self.n_eval,
-            n_eval_refine=n_refine * self.batch_size,
+            n_eval_refine=n_refine * self.refine_batch_size,
             unweighting_efficiency=eff,
             n_nonfinite=n_bad,
             channel_value=channel_value,

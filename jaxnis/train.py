@@ -148,7 +148,10 @@ class Trainer(NamedTuple):
     ``sample(key, state, theta)`` (a fresh batch, its weights ``alpha f / q`` and the
     non-finite count, no update) and ``estimate(w, channel)``: the batch's
     :class:`jaxnis.estimators.ChannelEstimate`, its weights in the stratified convention of
-    :attr:`TrainInfo.weights` and each event's stratum, in ``[0, n_strata)``.
+    :attr:`TrainInfo.weights` and each event's stratum, in ``[0, n_strata)``; and
+    ``allocate(sigma, active)``: the events per channel of a batch of this trainer's size
+    (so a trainer of another batch size can sample from a state trained by this one:
+    ``state._replace(counts=other.allocate(state.sigma, state.active))``).
     """
 
     init: Callable[..., TrainState]
@@ -157,6 +160,7 @@ class Trainer(NamedTuple):
     integrand: ch.MultiChannelIntegrand
     estimate: Callable[[Array, Array], tuple[estimators.ChannelEstimate, Array, Array]]
     n_strata: int
+    allocate: Callable[[Array, Array], Array]
 
 
 def single_channel(f: Callable[[Array, PyTree], Array], dim: int) -> ch.MultiChannelIntegrand:
@@ -521,12 +525,7 @@ def make_trainer(
             check = (state.step + 1 >= drop_after) & ((state.step + 1) % drop_after == 0)
             dropped = ch.channels_to_drop(est.value, est.error, active, threshold=drop_threshold)
             active = jnp.where(check, dropped, active)
-        if n_ch > 1 and stratify:
-            counts = ch.allocate(sigma, n, min_per_channel=min_per_channel, active=active)
-        elif n_ch > 1:
-            counts = ch.allocate(active.astype(sigma.dtype), n, min_per_channel=0, active=active)
-        else:
-            counts = state.counts
+        counts = allocate(sigma, active) if n_ch > 1 else state.counts
 
         info = TrainInfo(
             loss=value, value=est.total.value, error=est.total.error,
@@ -557,6 +556,15 @@ def make_trainer(
                                          batch.channel, state.active)
         return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps)
 
+    def allocate(sigma, active):
+        """Events per channel ``[C]`` of a batch of ``N`` from the channels' weight spreads
+        and the active mask (the allocation a step applies to the next batch)."""
+        if n_ch == 1:
+            return jnp.full((1,), n, jnp.int32)
+        if stratify:
+            return ch.allocate(sigma, n, min_per_channel=min_per_channel, active=active)
+        return ch.allocate(active.astype(sigma.dtype), n, min_per_channel=0, active=active)
+
     def sample(key: PRNGKey, state: TrainState, theta: PyTree = None):
         """A fresh batch with its weights ``alpha f / q``, no update:
         ``(batch, w [N], n_nonfinite)``; ``estimate(w, batch.channel)`` gives the estimate."""
@@ -564,7 +572,7 @@ def make_trainer(
         return batch, weights(state.params, batch, state.active), n_bad
 
     return Trainer(init=init, step=step, sample=sample, integrand=integrand,
-                   estimate=estimate, n_strata=n_strata)
+                   estimate=estimate, n_strata=n_strata, allocate=allocate)
 
 
 def _check_latent_strata(latent_strata, dim: int, n_ch: int, n: int) -> tuple[int, ...]:
