@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnis import estimators
 from jaxnis.numerics import safe_div, safe_log
 from jaxnis.types import Array, ArrayLike, PRNGKey
 
@@ -572,11 +573,14 @@ def vegas(
 
 
 def combine_estimates(values: ArrayLike, variances: ArrayLike) -> tuple[Array, Array, Array]:
-    """Inverse-variance weighted mean of independent estimates, with ``chi^2`` per dof.
+    """Inverse-variance weighted mean of independent estimates, with ``chi^2`` per dof:
+    :func:`jaxnis.estimators.combine` of ``values`` with errors ``sqrt(variances)``.
 
     ``I = sum_i I_i / s_i^2 / sum_i 1 / s_i^2``, ``err = (sum_i 1 / s_i^2)^(-1/2)``,
-    ``chi2/dof = sum_i (I_i - I)^2 / s_i^2 / (n - 1)`` (0 for one estimate). Estimates with
-    zero variance are exact: if any, ``I`` is their mean and ``err = 0``.
+    ``chi2/dof = sum_i (I_i - I)^2 / s_i^2 / (n - 1)`` (0 for one estimate). An iteration
+    with zero variance (a constant weight, typically all zero where the grid missed the
+    support) is left out while others have a spread; if all have zero variance the result
+    is their mean with error 0.
 
     Args:
         values: ``[n]`` estimates.
@@ -586,17 +590,8 @@ def combine_estimates(values: ArrayLike, variances: ArrayLike) -> tuple[Array, A
         ``(value, error, chi2_dof)``, scalars.
     """
     v = jnp.asarray(values)
-    s2 = jnp.asarray(variances, dtype=v.dtype)
-    n = v.shape[0]
-    exact = s2 <= 0
-    any_exact = jnp.any(exact)
-    inv = safe_div(jnp.ones_like(s2), s2)
-    w = jnp.where(any_exact, exact.astype(v.dtype), inv)
-    value = jnp.sum(w * v) / jnp.sum(w)
-    error = jnp.where(any_exact, 0.0, jnp.sqrt(safe_div(1.0, jnp.sum(inv))))
-    chi2 = jnp.sum(jnp.where(exact, 0.0, (v - value) ** 2 * inv))
-    chi2_dof = chi2 / (n - 1) if n > 1 else jnp.zeros_like(value)
-    return value, error, chi2_dof
+    combined = estimators.combine(v, jnp.sqrt(jnp.asarray(variances, dtype=v.dtype)))
+    return combined.value, combined.error, combined.chi2_dof
 
 
 _combine_jit = jax.jit(combine_estimates)
