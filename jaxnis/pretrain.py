@@ -203,13 +203,13 @@ def flow_params_from_grid(flow: Flow, params: Params, grid: ArrayLike) -> Params
     With per-channel grids ``[C, d, n + 1]`` and ``flow.context_dim == C`` (one-hot channel
     context, as :func:`jaxnis.train.make_trainer` passes it), the spline must depend on the
     channel. With ``flow.channel_flows`` each channel's flow simply gets its own grid's
-    spline. Otherwise units ``0..C-1`` of every hidden layer of every conditioner are rewired to carry
-    the one-hot context (weight 1 from context entry ``k``, or from unit ``k`` of the previous
-    layer; bias 0), so with the activation's values ``on = act^L(1)`` and ``off = act^L(0)``
-    the output rows ``k`` of those units get ``raw_k / (on - off)`` and the bias
-    ``-off sum_k raw_k / (on - off)``: the output is ``raw_c`` for context ``e_c``. The other
-    hidden units keep their random initialisation (their output weights are zero), so the
-    couplings can still be learned.
+    spline. Otherwise units ``0..C-1`` of every hidden layer of every conditioner are rewired
+    to carry the one-hot context (weight 1 from context entry ``k``, or from unit ``k`` of the
+    previous layer; bias 0), so with the activation's values ``on = act^L(1)`` and
+    ``off = act^L(0)`` the output rows ``k`` of those units get ``raw_k / (on - off)`` and the
+    bias ``-off sum_k raw_k / (on - off)``: the output is ``raw_c`` for context ``e_c``. The
+    other hidden units keep their random initialisation (their output weights are zero), so
+    the couplings can still be learned.
 
     Args:
         flow: a :class:`jaxnis.flows.Flow` with a rational-quadratic transform.
