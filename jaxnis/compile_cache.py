@@ -35,18 +35,20 @@ def default_cache_dir() -> Path:
 
 def enable_compilation_cache(path: str | os.PathLike | None = None, *,
                              min_compile_seconds: float = 1.0,
-                             max_size_bytes: int = 2**30) -> Path:
+                             max_size_bytes: int | None = None) -> Path:
     """Store compiled programs under ``path`` and reuse them in later processes.
 
-    Sets JAX's process-wide options ``jax_compilation_cache_dir``,
-    ``jax_persistent_cache_min_compile_time_secs`` and ``jax_compilation_cache_max_size``
-    (the cache keeps the most recently used entries within the size).
+    Sets JAX's process-wide options ``jax_compilation_cache_dir`` and
+    ``jax_persistent_cache_min_compile_time_secs`` (and ``jax_compilation_cache_max_size``
+    when a size is given). A training program takes a few hundred kB; the directory grows by
+    one entry per distinct program and is never pruned unless a size is given.
 
     Args:
         path: cache directory (created if missing); default :func:`default_cache_dir`.
         min_compile_seconds: only programs that took at least this long to compile are
             stored (small programs compile faster than they load).
-        max_size_bytes: size limit of the directory; ``-1`` for none.
+        max_size_bytes: keep the most recently used entries within this size; JAX needs the
+            ``filelock`` package for it (not a jaxnis dependency). ``None``: no limit.
 
     Returns:
         The cache directory.
@@ -62,7 +64,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *,
     directory.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
-    jax.config.update("jax_compilation_cache_max_size", int(max_size_bytes))
+    if max_size_bytes is not None:
+        jax.config.update("jax_compilation_cache_max_size", int(max_size_bytes))
     return directory
 
 
