@@ -179,11 +179,11 @@ def test_invalid_configuration_raises_at_construction():
         make_flow(3, channel_flows=True)
 
 
-@pytest.mark.parametrize(("dim", "hidden"), [(4, (8, 8)), (1, (8,)), (3, ())])
+@pytest.mark.parametrize(("dim", "hidden"), [(4, (8, 8)), (1, ())])
 def test_channel_flows_are_independent_flows(dim, hidden):
     """With ``channel_flows`` the flow of channel ``c`` is exactly a plain flow (same masks,
     no context) with channel ``c``'s slice of every parameter; d = 1 conditions on nothing
-    (a constant input per channel), no hidden layers is a linear conditioner."""
+    (a constant input per channel), here with a linear conditioner (no hidden layer)."""
     n_ch = 3
     flow = make_flow(dim, n_bins=5, hidden=hidden, context_dim=n_ch, channel_flows=True)
     plain = make_flow(dim, n_bins=5, hidden=hidden)
@@ -197,21 +197,28 @@ def test_channel_flows_are_independent_flows(dim, hidden):
     names = sorted(n for n in net if n != "output") + ["output"]
     plain_names = sorted(n for n in plain.init(jax.random.key(0))["layers"]["params"]
                          if n != "output") + ["output"]
-    outs = []
-    for c in range(n_ch):
-        sliced = {"layers": {"params": {
-            pn: jax.tree.map(lambda a, c=c: a[:, c], net[n])
-            for n, pn in zip(names, plain_names, strict=True)}}}
-        want = jax.vmap(plain.forward_and_log_det, (None, 0))(sliced, u)
-        got = jax.vmap(flow.forward_and_log_det, (None, 0, None))(
-            params, u, jax.nn.one_hot(c, n_ch))
+
+    @jax.jit
+    def run(params, u):
+        out = []
+        for c in range(n_ch):
+            sliced = {"layers": {"params": {
+                pn: jax.tree.map(lambda a, c=c: a[:, c], net[n])
+                for n, pn in zip(names, plain_names, strict=True)}}}
+            out.append((jax.vmap(flow.forward_and_log_det, (None, 0, None))(
+                params, u, jax.nn.one_hot(c, n_ch)),
+                jax.vmap(plain.forward_and_log_det, (None, 0))(sliced, u)))
+        # A channel's flow does not see the other channels' parameters (zero gradient).
+        grad = jax.grad(lambda p: jnp.sum(jax.vmap(flow.forward_and_log_det, (None, 0, None))(
+            p, u, jax.nn.one_hot(1, n_ch))[1]))(params)
+        return out, grad
+
+    out, grad = run(params, u)
+    for got, want in out:
         np.testing.assert_allclose(got[0], want[0], atol=2e-6)
         np.testing.assert_allclose(got[1], want[1], atol=2e-5)
-        outs.append(got[0])
-    assert float(jnp.max(jnp.abs(outs[0] - outs[1]))) > 1e-2  # different maps per channel
-    # A channel's flow does not see the other channels' parameters (gradient exactly 0).
-    grad = jax.grad(lambda p: jnp.sum(jax.vmap(flow.forward_and_log_det, (None, 0, None))(
-        p, u, jax.nn.one_hot(1, n_ch))[1]))(params)
+    # different maps per channel
+    assert float(jnp.max(jnp.abs(out[0][0][0] - out[1][0][0]))) > 1e-2
     for g in jax.tree.leaves(grad):
         assert float(jnp.max(jnp.abs(g[:, 0]))) == 0.0
         assert float(jnp.max(jnp.abs(g[:, 2]))) == 0.0
