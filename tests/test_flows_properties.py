@@ -105,8 +105,6 @@ REGISTRY = {
     "flow-d1-affine-context": _flow(1, transform="affine", n_layers=2, context=(0.3, -1.0)),
     "flow-random-quadratic-context-d3": _flow(3, masks="random", transform="quadratic",
                                               context=(1.0, 0.0, 0.0)),
-    # one independent flow per channel, channel 1 of 3 selected
-    "flow-channel-flows-d4": _flow(4, context=(0.0, 1.0, 0.0), channel_flows=True),
 }
 NAMES = list(REGISTRY)
 FLOWS = [n for n in NAMES if n.startswith("flow-")]

@@ -77,12 +77,13 @@ def test_frozen_steps_are_stratified_and_training_steps_are_not():
 def test_stratified_refine_errors_are_honest_over_400_seeds():
     """Pulls of survey + stratified refine runs, vmapped over seeds: mean within +-0.2 and
     standard deviation within [0.8, 1.2] (the per-hypercube errors are not underestimated).
-    The Integrator's rule, two events per hypercube (23 x 22 at batch 1024). A low weight
-    lowers a hypercube's value and its error together, so the pulls can lean low (mean
-    +0.03 here, -0.07 over another 400 seeds, -0.14 with 64 hypercubes at batch 128); 400
-    seeds measure the mean to +-0.05."""
+    The Integrator's rule, two events per hypercube (23 x 22 at batch 1024), after four
+    training steps. A low weight lowers a hypercube's value and its error together, so the
+    pulls can lean low (mean -0.03 and width 1.04 here; after ten steps +0.03 and 1.01,
+    -0.07 over another 400 seeds, -0.14 with 64 hypercubes at batch 128); 400 seeds
+    measure the mean to +-0.05."""
     trainer = _trainer(default_strata(2, 1024, 0.0), batch_size=1024)
-    run = jax.jit(jax.vmap(survey_and_refine(trainer, n_survey=10, n_refine=4), (0, None)))
+    run = jax.jit(jax.vmap(survey_and_refine(trainer, n_survey=4, n_refine=4), (0, None)))
     pulls = []
     for key in jax.random.split(jax.random.key(42), 4):
         combined, _ = run(jax.random.split(key, 100), None)
@@ -251,8 +252,6 @@ def test_larger_refine_batches_hold_finer_strata_with_honest_errors():
     assert refined.weights.shape == refined.stratum.shape == (2, 4096)
     assert integrator.n_eval == n_eval + 2 * 4096
     assert abs(float(refined.combined.value) - QUARTER_DISK) < 4 * float(refined.combined.error)
-    # and the survey's batch size still runs the survey's program
-    assert integrator.refine(jax.random.key(3), 1, batch_size=256).weights.shape == (1, 256)
     with pytest.raises(ValueError, match="refine_batch_size"):
         Integrator(quarter_disk, 2, refine_batch_size=1)
     with pytest.raises(ValueError, match="batch_size"):
