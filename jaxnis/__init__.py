@@ -31,7 +31,6 @@ from jaxnis import (
     vegas,
 )
 from jaxnis.batching import BatchEvaluator, map_in_chunks
-from jaxnis.compile_cache import enable_compilation_cache
 from jaxnis.integrate import Integrator, Result
 
 __version__ = "0.1.0"
@@ -45,7 +44,6 @@ __all__ = [
     "channels",
     "compile_cache",
     "cuts",
-    "enable_compilation_cache",
     "estimators",
     "flows",
     "integrate",

@@ -108,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", not args.float32)
         if not args.no_cache:
-            from jaxnis.compile_cache import enable_compilation_cache
+            from jaxnis.compile_cache import cache_options
 
-            print(f"compiled programs cached in {enable_compilation_cache()}")
+            options = cache_options()
+            for name, value in options.items():
+                jax.config.update(name, value)
+            print(f"compiled programs cached in {options['jax_compilation_cache_dir']}")
         return demo(quick=args.quick, seed=args.seed)
     return 2
 

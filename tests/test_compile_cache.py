@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxnis.compile_cache import default_cache_dir, enable_compilation_cache
+from jaxnis.compile_cache import cache_options, default_cache_dir
 
 # One process compiles a jitted function into the cache; the next one loads it. JAX reports
 # a persistent-cache hit through jax.monitoring, counted here.
@@ -19,7 +19,9 @@ import jaxnis
 hits = []
 jax.monitoring.register_event_listener(
     lambda name, **kw: hits.append(name) if "cache_hits" in name else None)
-jaxnis.enable_compilation_cache(sys.argv[1], min_compile_seconds=0.0)
+for name, value in jaxnis.compile_cache.cache_options(sys.argv[1],
+                                                      min_compile_seconds=0.0).items():
+    jax.config.update(name, value)
 f = jax.jit(lambda x: jnp.sin(x) * jnp.cos(x) + jnp.exp(-x * x))
 print(float(f(jnp.arange(8.0)).sum()), len(hits))
 """
@@ -45,12 +47,15 @@ def test_second_process_loads_the_compiled_program(tmp_path):
 def test_default_location_and_bad_input(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXNIS_CACHE_DIR", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
+    assert cache_options() == {"jax_compilation_cache_dir": str(tmp_path / "mine"),
+                               "jax_persistent_cache_min_compile_time_secs": 1.0}
+    assert (tmp_path / "mine").is_dir()
     monkeypatch.delenv("JAXNIS_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "jaxnis" / "xla"
     a_file = tmp_path / "file"
     a_file.write_text("")
     with pytest.raises(ValueError, match="not a directory"):
-        enable_compilation_cache(a_file)
+        cache_options(a_file)
     with pytest.raises(ValueError, match="min_compile_seconds"):
-        enable_compilation_cache(tmp_path, min_compile_seconds=-1.0)
+        cache_options(tmp_path, min_compile_seconds=-1.0)
