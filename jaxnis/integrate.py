@@ -193,6 +193,12 @@ def _refine_summary(values: Array, errors: Array, raw: Array, stratum: Array, n_
             estimators.unweighting_metrics(w, w_max).efficiency)
 
 
+def _check_batch_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 2:
+        raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+    return int(value)
+
+
 class Integrator:
     """Neural importance sampling of a function on ``[0, 1]^dim`` or of a multi-channel process.
 
@@ -296,12 +302,8 @@ class Integrator:
         self.integrand = integrand
         self.theta = theta
         self.batch_size = batch_size
-        self.refine_batch_size = batch_size if refine_batch_size is None else refine_batch_size
-        if (isinstance(self.refine_batch_size, bool)
-                or not isinstance(self.refine_batch_size, int | np.integer)
-                or self.refine_batch_size < 2):
-            raise ValueError(f"refine_batch_size must be an integer >= 2, got "
-                             f"{refine_batch_size!r}")
+        self.refine_batch_size = _check_batch_size(
+            "refine_batch_size", batch_size if refine_batch_size is None else refine_batch_size)
         self.progress = progress
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
@@ -328,12 +330,7 @@ class Integrator:
             buffer_capacity = 10 * batch_size if buffered_steps else 0
         channel_strata = bool(latent_strata) and n_ch > 1
         self._latent_strata_option = latent_strata
-        if latent_strata is True:
-            latent_strata = (vegas.default_strata(integrand.dim, batch_size, 0.0)
-                             if n_ch == 1 else None)
-        elif latent_strata is False:
-            latent_strata = None
-        self.latent_strata = None if latent_strata is None else tuple(latent_strata)
+        self.latent_strata = self._latent_strata(batch_size)
         self.channel_strata = channel_strata
         self._trainer_kwargs = dict(
             batch_size=batch_size, loss=loss, buffer_capacity=buffer_capacity,
@@ -427,6 +424,16 @@ class Integrator:
         self._active = self._compiled[n_survey]
         return self._active
 
+    def _latent_strata(self, n: int) -> tuple[int, ...] | None:
+        """Cells per axis of the single-channel latent strata for batches of ``n`` events:
+        ``default_strata(dim, n, 0)`` for ``latent_strata=True``, the given tuple, or
+        ``None`` (plain sampling, or several channels: strata inside the channels)."""
+        option = self._latent_strata_option
+        if option is True:
+            return (vegas.default_strata(self.integrand.dim, n, 0.0)
+                    if self.integrand.n_channels == 1 else None)
+        return None if option is None or option is False else tuple(option)
+
     def _refiner(self, n: int):
         """The trainer of refine batches of ``n`` events and its compiled frozen iteration.
 
@@ -437,9 +444,7 @@ class Integrator:
         """
         if n not in self._refiners:
             kwargs = dict(self._trainer_kwargs, batch_size=n, buffer_capacity=0,
-                          buffered_steps=0)
-            if self.integrand.n_channels == 1 and self._latent_strata_option is True:
-                kwargs["latent_strata"] = vegas.default_strata(self.integrand.dim, n, 0.0)
+                          buffered_steps=0, latent_strata=self._latent_strata(n))
             trainer = make_trainer(self.integrand, self.flow, optax.identity(), **kwargs)
 
             def frozen(key, state, theta):
@@ -505,10 +510,8 @@ class Integrator:
             raise RuntimeError("train (survey) before refine")
         if n_iter < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-        if batch_size is not None and (isinstance(batch_size, bool)
-                                       or not isinstance(batch_size, int | np.integer)
-                                       or batch_size < 2):
-            raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+        n = self.refine_batch_size if batch_size is None else _check_batch_size(
+            "batch_size", batch_size)
         bar = _Progress(n_iter, "refine", self.progress)
         values: list[float] = []
         errors: list[float] = []
@@ -519,19 +522,22 @@ class Integrator:
             comb = estimators.average(np.asarray(values), np.asarray(errors))
             return f"I = {float(comb.value):.6g} +- {float(comb.error):.2g}"
 
-        n = self.refine_batch_size if batch_size is None else batch_size
         if n == self.batch_size:  # the survey's own program, update switched off
             rows = self._run(key, n_iter, False, bar, text)
             n_strata = self._active[0].n_strata
         else:
             trainer, frozen = self._refiner(n)
             n_strata = trainer.n_strata
-            rows = []
+            outs = []  # dispatched asynchronously; only the progress line waits for them
+
+            def host(info):
+                return jax.tree.map(lambda x: np.asarray(x)[None], info)
+
             for i, k in enumerate(jax.random.split(key, n_iter)):
-                rows.append(jax.tree.map(lambda x: np.asarray(x)[None],
-                                         frozen(k, self.state, self.theta)))
+                outs.append(frozen(k, self.state, self.theta))
                 if bar.enabled:
-                    bar.update(i + 1, text(rows[-1]))
+                    bar.update(i + 1, text(host(outs[-1])))
+            rows = [host(info) for info in outs]
         values = np.concatenate([r.value for r in rows])
         errors = np.concatenate([r.error for r in rows])
         self.n_eval += n_iter * n

@@ -238,15 +238,14 @@ def flow_params_from_grid(flow: Flow, params: Params, grid: ArrayLike) -> Params
     if flow.context_dim != n_grids:
         raise ValueError(f"{n_grids} grids need a flow with context_dim={n_grids} (one-hot "
                          f"channel context), got context_dim={flow.context_dim}")
-    if getattr(flow, "channel_flows", False):
+    raw = jax.vmap(V.spline_params_from_grid, (0, None))(grids, flow.transform)  # [C, d, P]
+    if flow.channel_flows:
         # One flow per channel: each channel's own output layer takes its grid.
-        return flow.set_elementwise_params(
-            params, jax.vmap(V.spline_params_from_grid, (0, None))(grids, flow.transform))
+        return flow.set_elementwise_params(params, raw)
     if flow.hidden and min(flow.hidden) < n_grids:
         raise ValueError(f"hidden widths {flow.hidden} must be >= the number of channels "
                          f"{n_grids} to carry the channel through the conditioner")
     flow.check_params(params)
-    raw = jax.vmap(V.spline_params_from_grid, (0, None))(grids, flow.transform)  # [C, d, P]
     n_cond = flow.selectors.cond.shape[1]
     n_hidden = len(flow.hidden)
     net = dict(params["layers"]["params"])
