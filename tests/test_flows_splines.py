@@ -163,6 +163,34 @@ def test_extreme_raw_parameters_respect_the_limits(transform):
     np.testing.assert_array_equal(y[x == 1], 1.0)
 
 
+def test_rqs_inverse_gradient_is_finite_where_the_discriminant_rounds_to_zero():
+    """A flat bin between steep knots: in float32 ``s^2`` is lost against ``d_lo d_hi`` and
+    the inverse's discriminant rounds to exactly 0 at mid-height. The value is the analytic
+    one and the gradient stays finite (sqrt's infinite slope at 0 gave NaN in every
+    parameter)."""
+    spline = RationalQuadraticSpline(n_bins=2)
+    # equal widths, bin 0 of minimal height, all three knot slopes about 7200
+    raw = jnp.array([[0.0, 0.0, -30.0, 0.0, 5000.0, 5000.0, 5000.0]], jnp.float32)
+    xk, yk, d = spline.knots(raw)
+    s = (yk[0, 1] - yk[0, 0]) / (xk[0, 1] - xk[0, 0])
+    lin, r = d[0, 0], 0.5
+    disc = lin * lin + 4.0 * r * (1.0 - r) * (s * s - d[0, 0] * d[0, 1])
+    assert float(disc) == 0.0  # the case this test is about
+    y = 0.5 * yk[:, 1]
+
+    def log_det(raw, y):
+        return jnp.sum(spline.inverse_elementwise(raw, y)[1])
+
+    x, ld = spline.inverse_elementwise(raw, y)
+    # The bin is nearly flat in the middle (slope ~ s^2 / d): float32 y does not resolve
+    # its pre-image there, so only the bin is asserted, and finite values.
+    assert 0.0 <= float(x[0]) <= float(xk[0, 1]) and np.isfinite(float(ld[0]))
+    g_raw, g_y = jax.grad(log_det, argnums=(0, 1))(raw, y)
+    assert np.all(np.isfinite(g_raw)) and np.all(np.isfinite(g_y))
+    g_raw = jax.jit(jax.grad(log_det))(raw, y)
+    assert np.all(np.isfinite(g_raw))
+
+
 def test_invalid_static_configuration_raises():
     with pytest.raises(ValueError, match="n_bins"):
         RationalQuadraticSpline(n_bins=1)

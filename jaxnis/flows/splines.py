@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnis.numerics import safe_sqrt
 from jaxnis.types import Array, ArrayLike
 
 # ----------------------------------------------------------------------------------------
@@ -364,11 +365,14 @@ class RationalQuadraticSpline(ElementwiseTransform):
         # [0, 1] in the cancellation-free form 2c / (-b - sqrt(b^2 - 4ac)), with the
         # discriminant rewritten as ((1 - r) d_lo + r d_hi)^2 + 4 r (1 - r) (s^2 - d_lo d_hi):
         # b^2 - 4ac as written cancels catastrophically near the bin top (there it is d_hi^2).
-        # It is >= 0 for a monotone bin, the max only absorbs rounding.
+        # It is >= 0 for a monotone bin, but rounds to 0 or below where s^2 is below the
+        # rounding of d_lo d_hi (steep knots around a flat bin): safe_sqrt takes that as 0
+        # with a zero gradient, where sqrt's infinite slope times the clamp's zero would
+        # give NaN, which reaches every parameter of the flow through the backward pass.
         lin = (1.0 - r) * d_lo + r * d_hi
-        disc = jnp.maximum(lin * lin + 4.0 * r * (1.0 - r) * (s * s - d_lo * d_hi), 0.0)
+        disc = lin * lin + 4.0 * r * (1.0 - r) * (s * s - d_lo * d_hi)
         theta = _clamp_rounding(
-            2.0 * s * r / (d_lo - r * (d_lo + d_hi - 2.0 * s) + jnp.sqrt(disc)))
+            2.0 * s * r / (d_lo - r * (d_lo + d_hi - 2.0 * s) + safe_sqrt(disc)))
         x = _clamp_rounding(x_lo + theta * w)
         return x, -self._log_derivative(theta, s, d_lo, d_hi)
 
