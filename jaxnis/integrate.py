@@ -56,7 +56,9 @@ class Result(NamedTuple):
         n_nonfinite: integrand values that were NaN or +inf (counted as zero).
         channel_value: per-channel contributions of the last refine iteration.
         history: dict of numpy arrays per survey step: ``loss``, ``value``, ``error``,
-            ``use_flow``; and per refine iteration: ``refine_value``, ``refine_error``.
+            ``use_flow``, ``n_nonfinite``, ``n_skipped`` (optimizer updates skipped for a
+            non-finite loss or gradient); and per refine iteration: ``refine_value``,
+            ``refine_error``.
         wall_time: seconds spent, compilation included.
         message: empty, or a warning about the result (e.g. the integrand vanished).
     """
@@ -456,7 +458,8 @@ class Integrator:
                     loss=zero, value=est.total.value, error=est.total.error,
                     channel_value=est.value, channel_error=est.error, n_nonfinite=n_bad,
                     use_flow=state.use_flow, uniform_loss=zero, weights=raw,
-                    channel=batch.channel, stratum=stratum)
+                    channel=batch.channel, stratum=stratum,
+                    n_skipped=jnp.zeros((), jnp.int32))
 
             self._refiners[n] = (trainer, jax.jit(frozen))
         return self._refiners[n]
@@ -488,10 +491,17 @@ class Integrator:
             lambda i: f"loss {i.loss[-1]:.3g}  I = {i.value[-1]:.5g} +- {i.error[-1]:.2g}",
         )
         self.n_eval += n_steps * self.batch_size
+        keys = ("loss", "value", "error", "use_flow", "n_nonfinite", "n_skipped")
         if not rows:
-            return {k: np.zeros(0) for k in ("loss", "value", "error", "use_flow", "n_nonfinite")}
-        h = {k: np.concatenate([getattr(r, k) for r in rows])
-             for k in ("loss", "value", "error", "use_flow", "n_nonfinite")}
+            return {k: np.zeros(0) for k in keys}
+        h = {k: np.concatenate([getattr(r, k) for r in rows]) for k in keys}
+        n_skipped = int(np.sum(h["n_skipped"]))
+        if n_skipped:
+            n_updates = n_steps * (1 + self._trainer_kwargs["buffered_steps"])
+            warnings.warn(
+                f"{n_skipped} of {n_updates} optimizer updates were skipped: the loss or a "
+                f"gradient was not finite (history['n_skipped'] has them per step)",
+                RuntimeWarning, stacklevel=2)
         return h
 
     def refine(self, key: PRNGKey, n_iter: int, batch_size: int | None = None):

@@ -110,6 +110,9 @@ class TrainInfo(NamedTuple):
         stratum: ``[N]`` int32 stratum of each event: its channel, or with latent strata
             its hypercube of the latent cube (then ``weights`` are ``f / q`` over the number
             of hypercubes).
+        n_skipped: int32 optimizer updates of this step (of ``1 + buffered_steps``) that
+            were skipped because the loss or a gradient was not finite (the parameters and
+            the optimizer state stay as they were).
     """
 
     loss: Array
@@ -123,6 +126,7 @@ class TrainInfo(NamedTuple):
     weights: Array
     channel: Array
     stratum: Array
+    n_skipped: Array
 
 
 class Sampler(NamedTuple):
@@ -404,10 +408,17 @@ def make_trainer(
         return batch, n_bad, lay
 
     def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase):
+        """One optimizer update; skipped (state unchanged, flag returned) when the loss or
+        a gradient is not finite, so one bad batch cannot turn every parameter into NaN."""
         value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active,
                                                    kl_phase)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(value) & jnp.all(jnp.array(
+            [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        params, opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b),
+                                         (new_params, new_opt_state), (params, opt_state))
+        return params, opt_state, value, jnp.logical_not(ok).astype(jnp.int32)
 
     def push(buffer: Buffer, batch: _Batch) -> Buffer:
         if not buffer_capacity:
@@ -428,15 +439,15 @@ def make_trainer(
             k, first = xs
             drawn = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
             b = _Batch(*(x[jnp.where(first, fresh, drawn)] for x in buffer[:7]))
-            params, opt_state, value = optimise(params, opt_state, b, b.log_q, active,
-                                                kl_phase)
-            return (params, opt_state), value
+            params, opt_state, value, skipped = optimise(params, opt_state, b, b.log_q,
+                                                         active, kl_phase)
+            return (params, opt_state), (value, skipped)
 
         firsts = jnp.arange(1 + buffered_steps) == 0
-        (params, opt_state), values = jax.lax.scan(
+        (params, opt_state), (values, skipped) = jax.lax.scan(
             one, (params, opt_state), (jax.random.split(key, 1 + buffered_steps), firsts)
         )
-        return params, opt_state, values[0]
+        return params, opt_state, values[0], jnp.sum(skipped)
 
     def weights(params, batch: _Batch, active):
         log_w = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
@@ -473,16 +484,16 @@ def make_trainer(
     def train_on(k_buf, state: TrainState, batch: _Batch):
         kl_phase = state.step < kl_steps
         if not buffered_steps:
-            params, opt_state, value = optimise(
+            params, opt_state, value, skipped = optimise(
                 state.params, state.opt_state, batch, batch.log_q, state.active, kl_phase
             )
-            return params, opt_state, push(state.buffer, batch), value
+            return params, opt_state, push(state.buffer, batch), value, skipped
         buffer = push(state.buffer, batch)
         fresh = (state.buffer.head + jnp.arange(n)) % buffer_capacity
-        params, opt_state, value = buffered(k_buf, state.params, state.opt_state, buffer,
-                                            fresh, state.active, kl_phase)
+        params, opt_state, value, skipped = buffered(k_buf, state.params, state.opt_state,
+                                                     buffer, fresh, state.active, kl_phase)
         # the loss on the buffered copy has the buffer's dtype; report it in the batch's
-        return params, opt_state, buffer, value.astype(batch.log_fj.dtype)
+        return params, opt_state, buffer, value.astype(batch.log_fj.dtype), skipped
 
     def step(key: PRNGKey, state: TrainState, theta: PyTree = None, update: Any = True):
         k_draw, k_buf = jax.random.split(key)
@@ -500,13 +511,14 @@ def make_trainer(
 
             def skip(k_buf, state, batch):
                 value = jnp.zeros((), dtype=est.value.dtype)
-                return state.params, state.opt_state, state.buffer, value
+                return (state.params, state.opt_state, state.buffer, value,
+                        jnp.zeros((), jnp.int32))
 
-            params, opt_state, buffer, value = jax.lax.cond(
+            params, opt_state, buffer, value, skipped = jax.lax.cond(
                 update, train_on, skip, k_buf, state, batch
             )
         else:
-            params, opt_state, buffer, value = train_on(k_buf, state, batch)
+            params, opt_state, buffer, value, skipped = train_on(k_buf, state, batch)
 
         # The loss of uniform sampling is the loss on this batch with q = 1; on a uniform
         # batch the flow's own loss (value) is estimated through the ratio q / 1.
@@ -531,7 +543,7 @@ def make_trainer(
             loss=value, value=est.total.value, error=est.total.error,
             channel_value=est.value, channel_error=est.error, n_nonfinite=n_bad,
             use_flow=state.use_flow, uniform_loss=uniform_loss, weights=raw,
-            channel=batch.channel, stratum=stratum,
+            channel=batch.channel, stratum=stratum, n_skipped=skipped,
         )
         new_state = TrainState(params, opt_state, buffer, counts, active, sigma, use_flow,
                                state.step + 1)

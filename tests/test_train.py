@@ -99,6 +99,33 @@ def test_nonfinite_values_are_counted_and_never_reach_the_gradient():
     assert all(np.isfinite(float(i.value)) for i in infos)
 
 
+def test_updates_with_a_nonfinite_gradient_are_skipped_and_counted():
+    """A sampler whose log-density gradient is NaN for half the events (a stand-in for a
+    flow that breaks): every update is skipped and counted, the parameters stay exactly the
+    initial ones, the estimates stay finite; the healthy flow skips none."""
+    from jaxnis.train import Sampler
+
+    def broken_log_q(params, r, context):
+        u, log_q = FLOW.inverse_and_log_det(params["flow"], r, context)
+        return u, log_q + 0.0 * jnp.sqrt(params["edge"] - r[0])  # NaN where r[0] > 0.5
+
+    sampler = Sampler(
+        init=lambda key: {"flow": FLOW.init(key), "edge": jnp.asarray(0.5)},
+        forward_and_log_det=lambda params, u, context: FLOW.forward_and_log_det(
+            params["flow"], u, context),
+        inverse_and_log_det=broken_log_q)
+    trainer = make_trainer(single_channel(camel, 2), sampler, _optimizer(), batch_size=BATCH,
+                           buffer_capacity=2 * BATCH, buffered_steps=1)
+    state0 = trainer.init(jax.random.key(0))
+    state, info = jax.jit(trainer.step)(jax.random.key(1), state0, THETA)
+    state, info2 = jax.jit(trainer.step)(jax.random.key(2), state, THETA)
+    assert int(info.n_skipped) == 2 and int(info2.n_skipped) == 2  # 1 + buffered_steps
+    jax.tree.map(np.testing.assert_array_equal, state.params, state0.params)
+    assert np.isfinite(float(info2.value)) and int(state.step) == 2
+    _, healthy = _run(ONLINE, 3)
+    assert all(int(i.n_skipped) == 0 for i in healthy)
+
+
 def test_buffered_training_needs_fewer_integrand_calls():
     """Reusing each batch twice from the buffer reaches the online variance sooner."""
     _, on = _run(ONLINE, 80)
