@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxnis.numerics import safe_div, safe_sqrt
+from jaxnis.numerics import safe_div, safe_sqrt, times_exp
 from jaxnis.types import Array, ArrayLike, PRNGKey, PyTree
 
 # ---------------------------------------------------------------------------------------
@@ -67,12 +67,21 @@ def _clean(w):
     return jnp.where(finite, w, 0.0), jnp.sum(~finite, dtype=jnp.int32)
 
 
+def _scale(x):
+    """``max |x|`` (1 if all zero), without gradient: squares are formed of ``x / scale``, so
+    they cannot overflow when ``x`` fits (float32 weights up to 3e38, not only 1e19)."""
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(x)))
+    return jnp.where(top > 0, top, jnp.ones_like(top))
+
+
 def _moments(w):
-    """Mean and unbiased variance in two passes (no ``E[w^2] - E[w]^2`` cancellation)."""
+    """Mean, scale ``c`` and unbiased variance over ``c^2``, in two passes (no
+    ``E[w^2] - E[w]^2`` cancellation); the variance is ``c^2`` times the last."""
     n = w.shape[0]
     mean = jnp.sum(w) / n
-    dev = w - mean
-    return mean, jnp.sum(dev * dev) / (n - 1)
+    c = _scale(w)
+    dev = (w - mean) / c
+    return mean, c, jnp.sum(dev * dev) / (n - 1)
 
 
 def estimate(w: ArrayLike) -> Estimate:
@@ -96,13 +105,13 @@ def estimate(w: ArrayLike) -> Estimate:
     w = jnp.asarray(w)
     _check_1d(w)
     w, n_bad = _clean(w)
-    mean, var = _moments(w)
+    mean, c, var = _moments(w)
     n = w.shape[0]
     n_nonzero = jnp.sum(w != 0, dtype=jnp.int32)
     return Estimate(
         value=mean,
-        error=safe_sqrt(var / n),
-        variance=var,
+        error=c * safe_sqrt(var / n),
+        variance=c * c * var,  # the only output that overflows first (a squared weight)
         n=jnp.asarray(n, dtype=jnp.int32),
         n_nonfinite=n_bad,
         n_nonzero=n_nonzero,
@@ -138,19 +147,11 @@ def estimate_log(log_w: ArrayLike, sign: ArrayLike | None = None) -> Estimate:
         w = w * jnp.asarray(sign)
     est = estimate(w)
     return est._replace(
-        value=_times_exp(est.value, m),
-        error=_times_exp(est.error, m),
-        variance=_times_exp(est.variance, 2.0 * m),
+        value=times_exp(est.value, m),
+        error=times_exp(est.error, m),
+        variance=times_exp(est.variance, 2.0 * m),
         n_nonfinite=n_bad,
     )
-
-
-def _times_exp(x, log_scale):
-    """``x exp(log_scale)`` as ``sign(x) exp(log|x| + log_scale)``: no overflow of the scale
-    alone when the product fits (double where at ``x = 0``)."""
-    nz = x != 0
-    mag = jnp.exp(jnp.log(jnp.abs(jnp.where(nz, x, 1.0))) + log_scale)
-    return jnp.where(nz, jnp.sign(x) * mag, 0.0)
 
 
 class ChannelEstimate(NamedTuple):
@@ -208,31 +209,33 @@ def estimate_channels(
     sums = blocked_segment_sum(w, seg, num_channels)
     n_nonzero = jnp.sum(w != 0, dtype=jnp.int32)
     n_total = w.shape[0]
+    c = _scale(w)  # squares of w / c: no overflow for weights that fit the dtype
     if stratified:
         value_c = safe_div(sums, n_c)
-        dev = w - jnp.take(value_c, seg, mode="clip")
+        dev = (w - jnp.take(value_c, seg, mode="clip")) / c
         ss = blocked_segment_sum(dev * dev, seg, num_channels)
-        # Variance of the channel mean, s_c^2 / n_c; zero for n_c < 2 (not estimable).
+        # Variance of the channel mean, s_c^2 / n_c (over c^2); 0 for n_c < 2 (not estimable).
         var_mean_c = jnp.where(n_c >= 2, safe_div(ss, (n_c - 1.0) * n_c), 0.0)
         value = jnp.sum(value_c)
         var_total = jnp.sum(var_mean_c)
         total = Estimate(
             value=value,
-            error=safe_sqrt(var_total),
-            variance=var_total * n_total,
+            error=c * safe_sqrt(var_total),
+            variance=c * c * var_total * n_total,
             n=jnp.asarray(n_total, dtype=jnp.int32),
             n_nonfinite=n_bad,
             n_nonzero=n_nonzero,
             all_zero=n_nonzero == 0,
         )
-        error_c = safe_sqrt(var_mean_c)
+        error_c = c * safe_sqrt(var_mean_c)
     else:
         total = estimate(w)._replace(n_nonfinite=n_bad)
         value_c = sums / n_total
         # sum over all N of (w 1_c - I_c)^2 = sum_{i in c} (w_i - I_c)^2 + (N - n_c) I_c^2.
-        dev = w - jnp.take(value_c, seg, mode="clip")
-        ss = blocked_segment_sum(dev * dev, seg, num_channels) + (n_total - n_c) * value_c**2
-        error_c = safe_sqrt(ss / ((n_total - 1) * n_total))
+        dev = (w - jnp.take(value_c, seg, mode="clip")) / c
+        ss = (blocked_segment_sum(dev * dev, seg, num_channels)
+              + (n_total - n_c) * (value_c / c) ** 2)
+        error_c = c * safe_sqrt(ss / ((n_total - 1) * n_total))
     return ChannelEstimate(total, value_c, error_c, n_c.astype(jnp.int32))
 
 
@@ -382,16 +385,21 @@ def combine(values: ArrayLike, errors: ArrayLike, mask: ArrayLike | None = None)
     pos = ok & (errors > 0)
     zero = ok & (errors == 0)
     v = jnp.where(ok, values, 0.0)
-    inv_var = safe_div(pos.astype(values.dtype), jnp.where(pos, errors, 1.0) ** 2)
+    # Weights (s_ref / s_k)^2 with s_ref the smallest positive error: at most 1, so neither
+    # 1/s^2 underflowing (errors beyond 1e19 in float32) nor overflowing loses iterations.
+    s_pos = jnp.where(pos, errors, 1.0)
+    s_ref = jax.lax.stop_gradient(jnp.min(jnp.where(pos, errors, jnp.inf)))
+    s_ref = jnp.where(jnp.isfinite(s_ref), s_ref, 1.0)
+    inv_var = jnp.where(pos, (s_ref / s_pos) ** 2, 0.0)
     sum_w = jnp.sum(inv_var)
     any_pos = sum_w > 0
     mean_pos = safe_div(jnp.sum(inv_var * v), sum_w)
-    chi2_pos = jnp.sum(inv_var * (v - mean_pos) ** 2)
+    chi2_pos = jnp.sum(jnp.where(pos, ((v - mean_pos) / s_pos) ** 2, 0.0))
     n_zero = jnp.sum(zero)
     mean_zero = safe_div(jnp.sum(jnp.where(zero, v, 0.0)), n_zero.astype(values.dtype))
     spread_zero = jnp.sum(jnp.where(zero, (v - mean_zero) ** 2, 0.0))
     value = jnp.where(any_pos, mean_pos, mean_zero)
-    error = jnp.where(any_pos, jax.lax.rsqrt(jnp.where(any_pos, sum_w, 1.0)), 0.0)
+    error = jnp.where(any_pos, s_ref * jax.lax.rsqrt(jnp.where(any_pos, sum_w, 1.0)), 0.0)
     chi2 = jnp.where(any_pos, chi2_pos, jnp.where(spread_zero > 0, jnp.inf, 0.0))
     n_used = jnp.where(any_pos, jnp.sum(pos), n_zero)
     return _finish(value, error, chi2, n_used, n_zero)
@@ -425,9 +433,10 @@ def average(values: ArrayLike, errors: ArrayLike) -> Combined:
     v = jnp.where(ok, values, 0.0)
     s = jnp.where(ok, errors, 0.0)
     value = jnp.sum(v) / k
-    error = jnp.sqrt(jnp.sum(s * s)) / k
+    c = _scale(s)
+    error = c * jnp.sqrt(jnp.sum((s / c) ** 2)) / k
     pos = ok & (errors > 0)
-    chi2 = jnp.sum(jnp.where(pos, safe_div((v - value) ** 2, jnp.where(pos, s, 1.0) ** 2), 0.0))
+    chi2 = jnp.sum(jnp.where(pos, ((v - value) / jnp.where(pos, s, 1.0)) ** 2, 0.0))
     return _finish(value, error, chi2, n_used, jnp.sum(ok & (errors == 0)))
 
 

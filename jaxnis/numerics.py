@@ -34,6 +34,15 @@ def safe_div(num: ArrayLike, den: ArrayLike) -> Array:
     return jnp.where(nonzero, num / jnp.where(nonzero, den, jnp.ones_like(den)), 0.0)
 
 
+def times_exp(x: ArrayLike, log_scale: ArrayLike) -> Array:
+    """``x exp(log_scale)`` as ``sign(x) exp(log|x| + log_scale)``: no overflow of the scale
+    alone when the product fits (double where at ``x = 0``)."""
+    x = jnp.asarray(x)
+    nz = x != 0
+    mag = jnp.exp(jnp.log(jnp.abs(jnp.where(nz, x, 1.0))) + log_scale)
+    return jnp.where(nz, jnp.sign(x) * mag, 0.0)
+
+
 def kallen(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> Array:
     """Kallen triangle function ``lambda(a, b, c) = a^2 + b^2 + c^2 - 2ab - 2ac - 2bc``.
 
@@ -43,4 +52,4 @@ def kallen(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> Array:
     return (a - b - c) ** 2 - 4.0 * b * c
 
 
-__all__ = ["kallen", "safe_div", "safe_log", "safe_sqrt"]
+__all__ = ["kallen", "safe_div", "safe_log", "safe_sqrt", "times_exp"]

@@ -214,6 +214,32 @@ def test_estimate_channels_stratified_and_mixture(dtype):
         np.testing.assert_allclose(mix.error[c], wc.std(ddof=1) / np.sqrt(1000), rtol=r)
 
 
+@pytest.mark.parametrize("scale", [1e25, 1e-25])
+def test_estimates_and_combinations_hold_at_any_weight_scale(scale):
+    """float32 weights of order 1e25 (squares beyond float32) or 1e-25 (squares below it):
+    values and errors are the scaled ones of unit weights, also per channel and after
+    combining iterations (they gave an infinite error and, combined, the value 0)."""
+    w = lognormal(jax.random.key(5), (1000,), jnp.float32)
+    ids = (jnp.arange(1000) % 3).astype(jnp.int32)
+    base, big = est.estimate(w), est.estimate(w * scale)
+    np.testing.assert_allclose(float(big.value) / scale, float(base.value), rtol=1e-5)
+    np.testing.assert_allclose(float(big.error) / scale, float(base.error), rtol=1e-5)
+    for stratified in (True, False):
+        a = est.estimate_channels(w, ids, 3, stratified=stratified)
+        b = est.estimate_channels(w * scale, ids, 3, stratified=stratified)
+        np.testing.assert_allclose(np.asarray(b.error) / scale, a.error, rtol=1e-5)
+        np.testing.assert_allclose(float(b.total.error) / scale, float(a.total.error),
+                                   rtol=1e-5)
+    values = jnp.array([1.0, 1.1, 0.95], jnp.float32)
+    errors = jnp.array([0.05, 0.1, 0.04], jnp.float32)
+    for fn in (est.combine, est.average):
+        a, b = fn(values, errors), fn(values * scale, errors * scale)
+        assert int(b.n_used) == 3
+        np.testing.assert_allclose(float(b.value) / scale, float(a.value), rtol=1e-5)
+        np.testing.assert_allclose(float(b.error) / scale, float(a.error), rtol=1e-5)
+        np.testing.assert_allclose(float(b.chi2), float(a.chi2), rtol=1e-4)
+
+
 def test_stratified_pull_over_seeds():
     """The stratified total is unbiased with correct errors: pulls over 300 seeds."""
     def one(key):
