@@ -36,6 +36,7 @@ import optax
 
 from jaxnis import channels as ch
 from jaxnis import estimators, losses, vegas
+from jaxnis.numerics import times_exp
 from jaxnis.types import Array, Params, PRNGKey, PyTree
 
 _LOSSES = ("variance", "kl", "reverse_kl")
@@ -95,7 +96,9 @@ class TrainInfo(NamedTuple):
     """Diagnostics of one step (all scalars unless noted).
 
     Attributes:
-        loss: loss on the fresh batch (before the update).
+        loss: loss on the fresh batch (before the update), in the integrand's units (the
+            variance in those of ``f^2``: ``inf`` or 0 where the dtype cannot hold that;
+            the update itself uses the loss in units of the batch's integral).
         value: integral estimate from the fresh batch.
         error: its standard error.
         channel_value: ``[C]`` per-channel contributions.
@@ -313,15 +316,31 @@ def make_trainer(
         return jnp.take_along_axis(la, channel[:, None], axis=1)[:, 0]
 
     def objective(log_f, log_q, batch: _Batch, log_q_sampled, kl_phase):
+        """The loss of the phase in units of the batch's integral: ``(loss / u, log u)``.
+
+        ``f`` is divided by ``I_b``, the batch's mean ``|f| / q_sampled`` (a constant without
+        gradient), first: the variance is homogeneous of degree 2 in ``f`` (``u = I_b^2``)
+        and the divergences do not depend on its scale (``u = 1``), so this is the same loss
+        and, up to that constant factor, the same gradient, which then neither overflows
+        nor underflows for integrands of any magnitude the dtype holds (unscaled, the
+        variance of a float32 integrand of order 1e15 overflowed Adam's second moment)."""
+        ok = jnp.isfinite(log_f) & jnp.isfinite(log_q_sampled)
+        log_a = jnp.where(ok, log_f - jnp.where(ok, log_q_sampled, 0.0), -jnp.inf)
+        shift = jax.nn.logsumexp(log_a) - math.log(log_a.shape[0])
+        shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
+        log_f = log_f - shift
         if loss == "variance":
             main = losses.stratified_variance_loss(
                 log_f, log_q, batch.channel, n_ch, log_q_sampled, sign_f=batch.sign
             )
+            log_unit = 2.0 * shift
         else:
             main = losses.get_loss(loss)(log_f, log_q, log_q_sampled)
+            log_unit = jnp.zeros_like(shift)
         if not kl_steps or loss == "kl":
-            return main
-        return jnp.where(kl_phase, losses.kl_loss(log_f, log_q, log_q_sampled), main)
+            return main, log_unit
+        kl = losses.kl_loss(log_f, log_q, log_q_sampled)
+        return jnp.where(kl_phase, kl, main), jnp.where(kl_phase, 0.0, log_unit)
 
     def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase):
         log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
@@ -410,15 +429,15 @@ def make_trainer(
     def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase):
         """One optimizer update; skipped (state unchanged, flag returned) when the loss or
         a gradient is not finite, so one bad batch cannot turn every parameter into NaN."""
-        value, grads = jax.value_and_grad(loss_fn)(params, batch, log_q_sampled, active,
-                                                   kl_phase)
+        (value, log_unit), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch, log_q_sampled, active, kl_phase)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(value) & jnp.all(jnp.array(
             [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         params, opt_state = jax.tree.map(lambda a, b: jnp.where(ok, a, b),
                                          (new_params, new_opt_state), (params, opt_state))
-        return params, opt_state, value, jnp.logical_not(ok).astype(jnp.int32)
+        return params, opt_state, (value, log_unit), jnp.logical_not(ok).astype(jnp.int32)
 
     def push(buffer: Buffer, batch: _Batch) -> Buffer:
         if not buffer_capacity:
@@ -447,7 +466,8 @@ def make_trainer(
         (params, opt_state), (values, skipped) = jax.lax.scan(
             one, (params, opt_state), (jax.random.split(key, 1 + buffered_steps), firsts)
         )
-        return params, opt_state, values[0], jnp.sum(skipped)
+        return (params, opt_state, jax.tree.map(lambda v: v[0], values),
+                jnp.sum(skipped, dtype=jnp.int32))
 
     def weights(params, batch: _Batch, active):
         log_w = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
@@ -493,7 +513,8 @@ def make_trainer(
         params, opt_state, value, skipped = buffered(k_buf, state.params, state.opt_state,
                                                      buffer, fresh, state.active, kl_phase)
         # the loss on the buffered copy has the buffer's dtype; report it in the batch's
-        return params, opt_state, buffer, value.astype(batch.log_fj.dtype), skipped
+        value = jax.tree.map(lambda v: v.astype(batch.log_fj.dtype), value)
+        return params, opt_state, buffer, value, skipped
 
     def step(key: PRNGKey, state: TrainState, theta: PyTree = None, update: Any = True):
         k_draw, k_buf = jax.random.split(key)
@@ -510,7 +531,7 @@ def make_trainer(
             update = jnp.asarray(update, dtype=bool)
 
             def skip(k_buf, state, batch):
-                value = jnp.zeros((), dtype=est.value.dtype)
+                value = (jnp.zeros((), dtype=est.value.dtype),) * 2
                 return (state.params, state.opt_state, state.buffer, value,
                         jnp.zeros((), jnp.int32))
 
@@ -521,9 +542,11 @@ def make_trainer(
             params, opt_state, buffer, value, skipped = train_on(k_buf, state, batch)
 
         # The loss of uniform sampling is the loss on this batch with q = 1; on a uniform
-        # batch the flow's own loss (value) is estimated through the ratio q / 1.
-        uniform_loss = _uniform_loss(batch, state)
+        # batch the flow's own loss (value) is estimated through the ratio q / 1. Both are
+        # in the batch's units (same batch, same unit) and reported in the integrand's.
+        (value, log_unit), (uniform_loss, _) = value, _uniform_loss(batch, state)
         use_flow = state.use_flow | (value < uniform_loss)
+        value, uniform_loss = times_exp(value, log_unit), times_exp(uniform_loss, log_unit)
 
         # Per-channel spread for the allocation: sqrt(n_c) * error_c is the weight std.
         sigma_now = est.error * jnp.sqrt(est.n.astype(est.error.dtype))

@@ -126,6 +126,36 @@ def test_updates_with_a_nonfinite_gradient_are_skipped_and_counted():
     assert all(int(i.n_skipped) == 0 for i in healthy)
 
 
+def test_training_does_not_depend_on_the_integrand_scale():
+    """The same step on the camel times 1e15 and times 1e-15 (float32): the same parameter
+    update as at scale 1, the reported losses scaled by 1e30 and 1e-30. (Unscaled, the
+    squared weights of the first overflowed Adam's second moment and the update was 0.)"""
+    def scaled(x, theta):
+        return theta["scale"] * camel(x, THETA)
+
+    trainer = make_trainer(single_channel(scaled, 2), FLOW, _optimizer(), batch_size=BATCH,
+                           buffer_capacity=2 * BATCH, buffered_steps=1)
+    state0 = trainer.init(jax.random.key(0))
+    step = jax.jit(trainer.step)
+    runs = {}
+    for scale in (1.0, 1e15, 1e-15):
+        state, info = step(jax.random.key(1), state0, {"scale": jnp.asarray(scale)})
+        state, info = step(jax.random.key(2), state, {"scale": jnp.asarray(scale)})
+        runs[scale] = (state, info)
+    ref_state, ref_info = runs[1.0]
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), ref_state.params,
+                         state0.params)
+    assert max(jax.tree.leaves(moved)) > 1e-3
+    for scale in (1e15, 1e-15):
+        state, info = runs[scale]
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6),
+                     state.params, ref_state.params)
+        np.testing.assert_allclose(float(info.loss) / scale**2, float(ref_info.loss),
+                                   rtol=1e-4)
+        np.testing.assert_allclose(float(info.value) / scale, float(ref_info.value),
+                                   rtol=1e-5)
+
+
 def test_buffered_training_needs_fewer_integrand_calls():
     """Reusing each batch twice from the buffer reaches the online variance sooner."""
     _, on = _run(ONLINE, 80)
