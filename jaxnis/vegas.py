@@ -414,7 +414,10 @@ class VegasInfo(NamedTuple):
 
     Attributes:
         value: ``[]`` float, the estimate ``sum_h V_h mean_h(f J)`` of this iteration.
-        variance: ``[]`` float, its variance ``sum_h V_h^2 s_h^2 / n_h``.
+        variance: ``[]`` float, its variance ``sum_h V_h^2 s_h^2 / n_h`` (overflows first:
+            ``inf`` for float32 values beyond about 1e19, 0 below 1e-19).
+        error: ``[]`` float, its standard error ``sqrt(variance)``, formed from the values
+            divided by their largest, so it holds wherever ``value`` does.
         n_nonfinite: ``[]`` int32, points where ``f`` (or ``f J``) was not finite; they enter
             the estimate as zero.
     """
@@ -422,6 +425,7 @@ class VegasInfo(NamedTuple):
     value: Array
     variance: Array
     n_nonfinite: Array
+    error: Array
 
 
 class Vegas(NamedTuple):
@@ -539,17 +543,19 @@ def vegas(
         bad = ~jnp.isfinite(fj)
         fj = jnp.where(bad, 0.0, fj)
         cube = batch.cube
+        # Everything in units of max|f J| (no gradient through it): the squares below stay
+        # finite and nonzero in float32 for any f J the dtype holds.
+        scale = jax.lax.stop_gradient(jnp.max(jnp.abs(fj)))
+        scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+        fjs = fj / scale
         n_h = jax.ops.segment_sum(jnp.ones_like(fj), cube, n_cubes)  # [M]
-        mean_h = safe_div(jax.ops.segment_sum(fj, cube, n_cubes), n_h)
+        mean_h = safe_div(jax.ops.segment_sum(fjs, cube, n_cubes), n_h)
         # Two-pass variance (deviations from the cube mean): stable in float32.
-        dev2 = (fj - mean_h[cube]) ** 2
+        dev2 = (fjs - mean_h[cube]) ** 2
         var_h = safe_div(jax.ops.segment_sum(dev2, cube, n_cubes), n_h - 1)
-        value = jnp.sum(mean_h) / n_cubes
-        variance = jnp.sum(safe_div(var_h, n_h)) / n_cubes**2
-        # Grid training: (f J)^2 scaled by max|f J| (refinement only uses ratios; the scale
-        # keeps the squares finite in float32), weighted by V_h / n_h.
-        scale = jnp.max(jnp.abs(fj))
-        fjs = safe_div(fj, scale)
+        value = scale * jnp.sum(mean_h) / n_cubes
+        var_scaled = jnp.sum(safe_div(var_h, n_h)) / n_cubes**2
+        # Grid training: (f J / max|f J|)^2 (refinement only uses ratios), weighted by V_h / n_h.
         w = safe_div(jnp.ones_like(fj), n_cubes * n_h[cube])
         avg, _ = grid_bin_averages(batch.y, fjs**2, w, n_bins)
         new_edges = refine_grid(edges, avg, alpha)
@@ -559,8 +565,9 @@ def vegas(
             counts = state.n_per_cube
         info = VegasInfo(
             value=value,
-            variance=variance,
+            variance=scale * scale * var_scaled,
             n_nonfinite=jnp.sum(bad).astype(jnp.int32),
+            error=scale * jnp.sqrt(var_scaled),
         )
         return VegasState(grid=new_edges, n_per_cube=counts), info
 
@@ -582,6 +589,9 @@ def combine_estimates(values: ArrayLike, variances: ArrayLike) -> tuple[Array, A
     support) is left out while others have a spread; if all have zero variance the result
     is their mean with error 0.
 
+    Variances of float32 values beyond about 1e19 overflow; combine the iterations'
+    :attr:`VegasInfo.error` with :func:`jaxnis.estimators.combine` instead.
+
     Args:
         values: ``[n]`` estimates.
         variances: ``[n]`` their variances.
@@ -594,7 +604,7 @@ def combine_estimates(values: ArrayLike, variances: ArrayLike) -> tuple[Array, A
     return combined.value, combined.error, combined.chi2_dof
 
 
-_combine_jit = jax.jit(combine_estimates)
+_combine_errors_jit = jax.jit(estimators.combine)
 
 
 class VegasResult(NamedTuple):
@@ -642,7 +652,8 @@ def vegas_integrate(
     Runs ``warmup_iters + n_iter`` iterations of :func:`vegas`, refining the grid (and the
     stratification) after every one. As in the ``vegas`` package, the warm-up iterations only
     train the grid: they are **excluded** from the result, which combines the last ``n_iter``
-    estimates by :func:`combine_estimates`.
+    estimates by inverse-variance weighting (:func:`jaxnis.estimators.combine` of their
+    values and errors, so that values of any magnitude the dtype holds combine).
 
     The integrand takes a **batch**: ``f(x)`` with ``x`` of shape ``[N, dim]`` returns ``[N]``
     (wrap a one-event function as ``jax.vmap(f_one)``). It must be traceable by JAX; the
@@ -702,9 +713,8 @@ def vegas_integrate(
         infos.append(info)
     # Stacked on the host: a handful of scalars per iteration, no device compilation.
     hist = VegasInfo(*(np.stack(field) for field in zip(*jax.device_get(infos), strict=True)))
-    value, error, chi2_dof = _combine_jit(
-        hist.value[warmup_iters:], hist.variance[warmup_iters:]
-    )
+    combined = _combine_errors_jit(hist.value[warmup_iters:], hist.error[warmup_iters:])
+    value, error, chi2_dof = combined.value, combined.error, combined.chi2_dof
     history = VegasInfo(*(jnp.asarray(field) for field in hist))
     return VegasResult(
         value=value,

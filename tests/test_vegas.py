@@ -367,6 +367,26 @@ def test_camel_2d_stratified_within_3_sigma(dtype):
     assert float(strat.error) < 0.5 * float(plain.error)
 
 
+@pytest.mark.parametrize("stratified", [False, True])
+def test_result_does_not_depend_on_the_integrand_scale(stratified):
+    """float32 camel times 1e25 and 1e-25 (squares beyond and below float32): the value,
+    error and chi2 of the camel itself, up to rounding (they were 0 +- 0 and x +- 0)."""
+    f = camel(0.2, 2)
+    key = jax.random.key(14)
+    runs = {scale: V.vegas_integrate(lambda x, s=scale: s * f(x), 2, key, n_iter=3,
+                                     n_per_iter=2000, warmup_iters=2, n_bins=16,
+                                     stratified=stratified, dtype=jnp.float32)
+            for scale in (1.0, 1e25, 1e-25)}
+    ref = runs[1.0]
+    assert abs(float(ref.value) - CAMEL_02_2D) < 4 * float(ref.error)
+    for scale in (1e25, 1e-25):
+        res = runs[scale]
+        np.testing.assert_allclose(float(res.value) / scale, float(ref.value), rtol=1e-3)
+        np.testing.assert_allclose(float(res.error) / scale, float(ref.error), rtol=1e-2)
+        np.testing.assert_allclose(np.asarray(res.history.error) / scale,
+                                   np.asarray(ref.history.error), rtol=1e-2)
+
+
 def test_nonfinite_values_counted_not_averaged():
     def f(x):  # 1 on x0 > 1/4, NaN on x0 < 1/8, inf on 1/8 < x0 < 1/4
         return jnp.where(x[:, 0] > 0.25, 1.0, jnp.where(x[:, 0] < 0.125, jnp.nan, jnp.inf))
