@@ -22,7 +22,11 @@ final sample of events from the frozen sampler:
   that their plain mean is the estimate), with ``w_max`` from
   ``jaxnis.estimators.max_weight_xs_fraction(w, 1e-3)`` for every tool;
 * **wall time** of training plus the final sample, compilation included; for jaxnis also the
-  time JAX spent tracing, lowering and compiling (``jax.monitoring`` compile events).
+  time JAX spent tracing, lowering and compiling (``jax.monitoring`` compile events), and
+  the wall time of the same run repeated with its programs in JAX's persistent compilation
+  cache (``warm``; what a second process, a re-run notebook or a parameter scan pays;
+  ``--no-warm-rerun`` skips it). The cache lives in a fresh temporary directory unless the
+  process already has one.
 
 The tools:
 
@@ -177,29 +181,42 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
     shared = shared_settings(case, cfg)
     options = dict(batch_size=batch, progress=False) | cfg.get("jaxnis_options", {}) | dict(
         learning_rate=shared["learning_rate"], flow=shared["flow"])
-    compile0 = compile_seconds()
-    t0 = time.perf_counter()
-    if case.is_process:
-        integ = Integrator(case.process.multichannel(), theta=case.params(), **options)
-    else:
-        integ = Integrator(case.jax_fn, case.dim, **options)
-    k_train, k_final = jax.random.split(jax.random.key(seed))
-    history = integ.train(k_train, n_steps)
-    t_train = time.perf_counter() - t0
-    # The frozen sampler: the final budget in `refine_iterations` batches (one, like vegas's
-    # frozen iteration, by default; a batch size other than the survey's compiles a second,
-    # sampling-only program, counted in the wall time).
     n_iter = cfg.get("refine_iterations", n_batches)
-    refined = integ.refine(k_final, n_iter, batch_size=n_batches * batch // n_iter)
-    raw = np.asarray(refined.weights, np.float64).reshape(-1)
-    stratum = np.asarray(refined.stratum).reshape(-1)  # channels or latent hypercubes
-    wall = time.perf_counter() - t0
+
+    def once():
+        compile0 = compile_seconds()
+        t0 = time.perf_counter()
+        if case.is_process:
+            integ = Integrator(case.process.multichannel(), theta=case.params(), **options)
+        else:
+            integ = Integrator(case.jax_fn, case.dim, **options)
+        k_train, k_final = jax.random.split(jax.random.key(seed))
+        history = integ.train(k_train, n_steps)
+        t_train = time.perf_counter() - t0
+        # The frozen sampler: the final budget in `refine_iterations` batches (one, like
+        # vegas's frozen iteration, by default; a batch size other than the survey's compiles
+        # a second, sampling-only program, counted in the wall time).
+        refined = integ.refine(k_final, n_iter, batch_size=n_batches * batch // n_iter)
+        raw = np.asarray(refined.weights, np.float64).reshape(-1)
+        stratum = np.asarray(refined.stratum).reshape(-1)  # channels or latent hypercubes
+        wall = time.perf_counter() - t0
+        return history, raw, stratum, wall, t_train, compile_seconds() - compile0
+
+    history, raw, stratum, wall, t_train, compile_s = once()
+    warm = {}
+    if cfg.get("warm_rerun"):
+        # The same run again in this process: its programs come from the persistent
+        # compilation cache written by the first (tracing and lowering are repeated).
+        again = once()
+        if not np.array_equal(again[1], raw):
+            raise RuntimeError(f"{case.name}: the warm rerun drew other weights")
+        warm = {"wall_warm_s": again[3], "compile_warm_s": again[5]}
     value, error = stratified_estimate(raw, stratum)
     events = channel_event_weights(raw, stratum)
     n_uniform = int(np.sum(~np.asarray(history["use_flow"], bool)))
     return {"value": value, "error": error, "event_weights": events,
             "n_eval_train": n_steps * batch, "n_eval_final": n_batches * batch,
-            "wall_s": wall, "train_s": t_train, "compile_s": compile_seconds() - compile0,
+            "wall_s": wall, "train_s": t_train, "compile_s": compile_s, **warm,
             "n_nonfinite": int(np.sum(history["n_nonfinite"])) if n_steps else 0,
             "uniform_steps": n_uniform, "train_steps": n_steps, **flow_summary(shared)}
 
@@ -368,6 +385,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch intra-op threads for madnis (0: torch's default, one per core)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-warm-rerun", dest="warm_rerun", action="store_false",
+                   help="skip jaxnis's second run from the persistent compilation cache")
     p.add_argument("--threads", type=int, default=None, help="pin to this many cores")
     p.add_argument("--note", action="append", default=[],
                    help="a line added to the notes of the report (repeatable)")
@@ -426,6 +445,9 @@ def targets(rows: list[dict[str, Any]], cases: dict[str, itg.Integrand]) -> list
         if "madnis" in by_tool:
             entry["wall_ratio_vs_madnis"] = j["wall_s"] / by_tool["madnis"]["wall_s"]
             entry["wall_target_met"] = entry["wall_ratio_vs_madnis"] <= 0.1
+            if "wall_warm_s" in j:
+                entry["wall_warm_ratio_vs_madnis"] = (j["wall_warm_s"]
+                                                      / by_tool["madnis"]["wall_s"])
         out.append(entry)
     return out
 
@@ -448,7 +470,8 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         "reference; unweighting efficiency <|w|>/w_max with w_max = "
         "`max_weight_xs_fraction(w, 1e-3)` on every tool's final event weights; wall time of "
         "training + final sample including compilation (jaxnis: its JAX compile time in "
-        "brackets)."
+        "brackets; `warm`: the same run again with its compiled programs in JAX's "
+        "persistent cache, as in a second process)."
     )
     if payload["shared_machine"]:
         load = payload["machine"].get("load_average_1_5_15min")
@@ -465,6 +488,8 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         wall = _fmt(r["wall_s"], ".1f")
         if r["tool"] == "jaxnis":
             wall += f" ({r['compile_s']:.1f})"
+            if "wall_warm_s" in r:
+                wall += f", warm {r['wall_warm_s']:.1f}"
         body.append([r["integrand"], r["tool"], _fmt(r["value"], ".7g"), _fmt(r["error"], ".2g"),
                      _fmt(r["rel_error"], ".2e"), _fmt(r["pull"], "+.2f"),
                      _fmt(r["unweighting_efficiency"], ".3f"), _common.si(r["n_eval_train"]),
@@ -482,11 +507,13 @@ def markdown(payload: dict[str, Any]) -> list[str]:
     tg = payload["targets"]
     tgt = _common.markdown_table(
         ["integrand", "structure", "rel. error jaxnis / best peer (<= 0.5)",
-         "unw. eff. jaxnis / best peer (>= 1.5)", "wall jaxnis / madnis (<= 0.1)"],
+         "unw. eff. jaxnis / best peer (>= 1.5)", "wall jaxnis / madnis (<= 0.1)",
+         "warm-cache wall jaxnis / madnis"],
         [[t["integrand"], t["structure"],
           f"{_fmt(t.get('rel_error_ratio'), '.2f')} ({t.get('best_error_peer', '-')})",
           f"{_fmt(t.get('efficiency_ratio'), '.2f')} ({t.get('best_efficiency_peer', '-')})",
-          _fmt(t.get("wall_ratio_vs_madnis"), ".2f")] for t in tg], "llrrr")
+          _fmt(t.get("wall_ratio_vs_madnis"), ".2f"),
+          _fmt(t.get("wall_warm_ratio_vs_madnis"), ".2f")] for t in tg], "llrrrr")
     corr = [t for t in tg if t["structure"] == "correlated" and "rel_error_ratio" in t]
     names = ", ".join(t["integrand"] for t in corr)
     n_err = sum(t["error_target_met"] for t in corr)
@@ -576,6 +603,23 @@ def merge(paths: list[Path], out: Path, name: str, notes: list[str], log=print) 
     return payload
 
 
+def persistent_cache(jax) -> str:
+    """JAX's persistent compilation cache for the warm reruns: the one the process already
+    uses (then the first run may hit it too), else ``jaxnis.compile_cache.cache_options`` in a
+    fresh temporary directory, so that the first run compiles everything."""
+    own = jax.config.jax_compilation_cache_dir
+    if own:
+        return f"the process's own cache: {own}"
+    import tempfile
+
+    from jaxnis.compile_cache import cache_options
+
+    for name, value in cache_options(tempfile.mkdtemp(prefix="jaxnis-nis-")).items():
+        jax.config.update(name, value)
+    return ("a fresh temporary directory (jaxnis.compile_cache.cache_options: programs that "
+            "compiled in >= 1 s)")
+
+
 def main(argv=None, log=print) -> dict[str, Any]:
     """Run the benchmark; write ``<out>/<name>.json`` and ``.md``; return the payload."""
     args = parse_args(argv)
@@ -602,11 +646,14 @@ def main(argv=None, log=print) -> dict[str, Any]:
                    "hidden, learning_rate)",
            "vegas_iterations": args.vegas_iterations, "jaxnis_options": args.jaxnis_options,
            "refine_iterations": args.refine_iterations,
+           "warm_rerun": args.warm_rerun and "jaxnis" in args.tools,
            "seed": args.seed, "threads": threads, "torch_threads": args.torch_threads,
            "xs_fraction": XS_FRACTION,
            "jax_backend": jax.default_backend(),
            "x64": bool(jax.config.read("jax_enable_x64")),
            "peer_process_chunk": 1024}
+    if cfg["warm_rerun"]:
+        cfg["compilation_cache"] = persistent_cache(jax)
     root = Path(__file__).resolve().parents[1]
     source = _common.git_state({p: root / p for p in (
         "benchmarks/nis.py", "benchmarks/integrands.py", "jaxnis/integrate.py",
