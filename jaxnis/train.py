@@ -80,6 +80,9 @@ class TrainState(NamedTuple):
         sigma: ``[C]`` running estimate of each channel's weight standard deviation.
         use_flow: ``[]`` bool: sample from the flow (``False`` during a uniform warm-up).
         step: ``[]`` int32 steps taken.
+        log_scale: ``[]`` the unit of the losses, ``log`` of a running (exponential, in the
+            log) average of the batches' mean weight ``<|alpha f| / q>``; NaN before the
+            first step. See ``objective`` in :func:`make_trainer`.
     """
 
     params: Params
@@ -90,6 +93,7 @@ class TrainState(NamedTuple):
     sigma: Array
     use_flow: Array
     step: Array
+    log_scale: Array
 
 
 class TrainInfo(NamedTuple):
@@ -98,7 +102,7 @@ class TrainInfo(NamedTuple):
     Attributes:
         loss: loss on the fresh batch (before the update), in the integrand's units (the
             variance in those of ``f^2``: ``inf`` or 0 where the dtype cannot hold that;
-            the update itself uses the loss in units of the batch's integral).
+            the update itself uses the loss in the units of ``TrainState.log_scale``).
         value: integral estimate from the fresh batch.
         error: its standard error.
         channel_value: ``[C]`` per-channel contributions.
@@ -315,20 +319,19 @@ def make_trainer(
             )
         return jnp.take_along_axis(la, channel[:, None], axis=1)[:, 0]
 
-    def objective(log_f, log_q, batch: _Batch, log_q_sampled, kl_phase):
-        """The loss of the phase in units of the batch's integral: ``(loss / u, log u)``.
+    def objective(log_f, log_q, batch: _Batch, log_q_sampled, kl_phase, shift):
+        """The loss of the phase in units ``u`` of the run's integral: ``(loss / u, log u)``.
 
-        ``f`` is divided by ``I_b``, the batch's mean ``|f| / q_sampled`` (a constant without
-        gradient), first: the variance is homogeneous of degree 2 in ``f`` (``u = I_b^2``)
-        and the divergences do not depend on its scale (``u = 1``), so this is the same loss
-        and, up to that constant factor, the same gradient, which then neither overflows
-        nor underflows for integrands of any magnitude the dtype holds (unscaled, the
-        variance of a float32 integrand of order 1e15 overflowed Adam's second moment)."""
-        ok = jnp.isfinite(log_f) & jnp.isfinite(log_q_sampled)
-        log_a = jnp.where(ok, log_f - jnp.where(ok, log_q_sampled, 0.0), -jnp.inf)
-        shift = jax.nn.logsumexp(log_a) - math.log(log_a.shape[0])
-        shift = jax.lax.stop_gradient(jnp.where(jnp.isfinite(shift), shift, 0.0))
-        log_f = log_f - shift
+        ``f`` is divided by ``s = exp(shift)`` (``TrainState.log_scale``, a running average of
+        the batches' mean weight, no gradient) first: the variance is homogeneous of degree 2
+        in ``f`` (``u = s^2``) and the divergences do not depend on its scale (``u = 1``), so
+        this is the same loss and, up to that factor, the same gradient, which then neither
+        overflows nor underflows for integrands of any magnitude the dtype holds (unscaled,
+        the variance of a float32 integrand of order 1e15 overflowed Adam's second moment).
+        The factor changes slowly over a run, which Adam's normalisation removes; a factor
+        per batch (its own mean weight) would not: it damps the batches whose large weights
+        carry the gradient."""
+        log_f = log_f - jax.lax.stop_gradient(shift)
         if loss == "variance":
             main = losses.stratified_variance_loss(
                 log_f, log_q, batch.channel, n_ch, log_q_sampled, sign_f=batch.sign
@@ -342,11 +345,11 @@ def make_trainer(
         kl = losses.kl_loss(log_f, log_q, log_q_sampled)
         return jnp.where(kl_phase, kl, main), jnp.where(kl_phase, 0.0, log_unit)
 
-    def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase):
+    def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase, shift):
         log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
         log_f = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
                                          batch.channel, active)
-        return objective(log_f, log_q, batch, log_q_sampled, kl_phase)
+        return objective(log_f, log_q, batch, log_q_sampled, kl_phase, shift)
 
     def select(stratified, a, b):
         """``a`` for a stratified batch, else ``b`` (``stratified``: bool, maybe traced)."""
@@ -426,11 +429,11 @@ def make_trainer(
         batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
         return batch, n_bad, lay
 
-    def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase):
+    def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase, shift):
         """One optimizer update; skipped (state unchanged, flag returned) when the loss or
         a gradient is not finite, so one bad batch cannot turn every parameter into NaN."""
         (value, log_unit), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch, log_q_sampled, active, kl_phase)
+            params, batch, log_q_sampled, active, kl_phase, shift)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(value) & jnp.all(jnp.array(
@@ -449,7 +452,8 @@ def make_trainer(
         return Buffer(*fields, size=jnp.minimum(buffer.size + n, buffer_capacity),
                       head=(buffer.head + n) % buffer_capacity)
 
-    def buffered(key, params, opt_state, buffer: Buffer, fresh: Array, active, kl_phase):
+    def buffered(key, params, opt_state, buffer: Buffer, fresh: Array, active, kl_phase,
+                 shift):
         """``1 + buffered_steps`` updates under one ``lax.scan``: the first on the fresh
         batch (at buffer slots ``fresh``), the rest on random buffer draws. One scan body
         means one compiled copy of the loss gradient, whatever ``buffered_steps``."""
@@ -459,7 +463,7 @@ def make_trainer(
             drawn = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
             b = _Batch(*(x[jnp.where(first, fresh, drawn)] for x in buffer[:7]))
             params, opt_state, value, skipped = optimise(params, opt_state, b, b.log_q,
-                                                         active, kl_phase)
+                                                         active, kl_phase, shift)
             return (params, opt_state), (value, skipped)
 
         firsts = jnp.arange(1 + buffered_steps) == 0
@@ -499,19 +503,21 @@ def make_trainer(
             sigma=jnp.zeros(n_ch, dtype),
             use_flow=jnp.asarray(not uniform_warmup),
             step=jnp.zeros((), jnp.int32),
+            log_scale=jnp.full((), jnp.nan, dtype),
         )
 
     def train_on(k_buf, state: TrainState, batch: _Batch):
         kl_phase = state.step < kl_steps
         if not buffered_steps:
             params, opt_state, value, skipped = optimise(
-                state.params, state.opt_state, batch, batch.log_q, state.active, kl_phase
-            )
+                state.params, state.opt_state, batch, batch.log_q, state.active, kl_phase,
+                state.log_scale)
             return params, opt_state, push(state.buffer, batch), value, skipped
         buffer = push(state.buffer, batch)
         fresh = (state.buffer.head + jnp.arange(n)) % buffer_capacity
         params, opt_state, value, skipped = buffered(k_buf, state.params, state.opt_state,
-                                                     buffer, fresh, state.active, kl_phase)
+                                                     buffer, fresh, state.active, kl_phase,
+                                                     state.log_scale)
         # the loss on the buffered copy has the buffer's dtype; report it in the batch's
         value = jax.tree.map(lambda v: v.astype(batch.log_fj.dtype), value)
         return params, opt_state, buffer, value, skipped
@@ -523,6 +529,16 @@ def make_trainer(
         batch, n_bad, lay = draw(k_draw, state, theta, stratified)
         w = weights(state.params, batch, state.active)
         est, raw, stratum = estimate(w, batch.channel, stratified, lay)
+        # The unit of the losses: the running average (in the log) of the batches' mean
+        # weight; the first batch sets it. Batches without a finite nonzero weight skip it.
+        abs_w = jnp.where(jnp.isfinite(w), jnp.abs(w), 0.0)
+        log_mean_w = jnp.log(jnp.maximum(jnp.mean(abs_w), jnp.finfo(abs_w.dtype).tiny))
+        has_w = jnp.any(abs_w > 0)
+        unset = ~jnp.isfinite(state.log_scale)
+        now = jnp.where(unset, jnp.where(has_w, log_mean_w, 0.0), state.log_scale)
+        log_scale0 = state.log_scale  # what a frozen step leaves
+        state = state._replace(log_scale=now.astype(state.log_scale.dtype))
+        log_scale = jnp.where(has_w & ~unset, 0.9 * now + 0.1 * log_mean_w, now)
 
         frozen = not (isinstance(update, bool) and update)
         if frozen:
@@ -569,9 +585,10 @@ def make_trainer(
             channel=batch.channel, stratum=stratum, n_skipped=skipped,
         )
         new_state = TrainState(params, opt_state, buffer, counts, active, sigma, use_flow,
-                               state.step + 1)
+                               state.step + 1, log_scale)
         if frozen:
             new_state = new_state._replace(
+                log_scale=jnp.where(update, log_scale, log_scale0),
                 counts=jnp.where(update, counts, state.counts),
                 active=jnp.where(update, active, state.active),
                 sigma=jnp.where(update, sigma, state.sigma),
@@ -589,7 +606,8 @@ def make_trainer(
         zeros = jnp.zeros_like(batch.log_q)
         log_f = batch.log_fj + log_alpha(state.params, batch.log_prior, batch.features,
                                          batch.channel, state.active)
-        return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps)
+        return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps,
+                         state.log_scale)
 
     def allocate(sigma, active):
         """Events per channel ``[C]`` of a batch of ``N`` from the channels' weight spreads
