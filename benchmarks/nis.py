@@ -185,7 +185,7 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
 
     def once():
         compile0 = compile_seconds()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         if case.is_process:
             integ = Integrator(case.process.multichannel(), theta=case.params(), **options)
         else:
@@ -199,10 +199,10 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
         refined = integ.refine(k_final, n_iter, batch_size=n_batches * batch // n_iter)
         raw = np.asarray(refined.weights, np.float64).reshape(-1)
         stratum = np.asarray(refined.stratum).reshape(-1)  # channels or latent hypercubes
-        wall = time.perf_counter() - t0
-        return history, raw, stratum, wall, t_train, compile_seconds() - compile0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        return history, raw, stratum, wall, t_train, compile_seconds() - compile0, cpu
 
-    history, raw, stratum, wall, t_train, compile_s = once()
+    history, raw, stratum, wall, t_train, compile_s, cpu = once()
     warm = {}
     if cfg.get("warm_rerun"):
         # The same run again in this process: its programs come from the persistent
@@ -216,7 +216,7 @@ def run_jaxnis(case: itg.Integrand, cfg: dict[str, Any], seed: int) -> dict[str,
     n_uniform = int(np.sum(~np.asarray(history["use_flow"], bool)))
     return {"value": value, "error": error, "event_weights": events,
             "n_eval_train": n_steps * batch, "n_eval_final": n_batches * batch,
-            "wall_s": wall, "train_s": t_train, "compile_s": compile_s, **warm,
+            "wall_s": wall, "train_s": t_train, "compile_s": compile_s, "cpu_s": cpu, **warm,
             "n_nonfinite": int(np.sum(history["n_nonfinite"])) if n_steps else 0,
             "uniform_steps": n_uniform, "train_steps": n_steps, **flow_summary(shared)}
 
@@ -683,7 +683,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
                 skipped[tool] = str(exc)
                 log(f"skipping {tool}: {exc}")
                 continue
-            out["cpu_s"] = time.process_time() - cpu0  # all threads of this process
+            # all threads of this process (jaxnis: of its first run, not the warm rerun)
+            out.setdefault("cpu_s", time.process_time() - cpu0)
             row = summarize(case, tool, out)
             rows.append(row)
             log(f"{name:12s} {tool:7s} {row['value']:.7g} +- {row['error']:.2g} "
