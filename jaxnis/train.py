@@ -80,9 +80,9 @@ class TrainState(NamedTuple):
         sigma: ``[C]`` running estimate of each channel's weight standard deviation.
         use_flow: ``[]`` bool: sample from the flow (``False`` during a uniform warm-up).
         step: ``[]`` int32 steps taken.
-        log_scale: ``[]`` the unit of the losses, ``log`` of a running (exponential, in the
-            log) average of the batches' mean weight ``<|alpha f| / q>``; NaN before the
-            first step. See ``objective`` in :func:`make_trainer`.
+        log_scale: ``[]`` the unit of the losses, ``log`` of a running (exponential, 0.9
+            per step) average of the batches' mean weight ``<|alpha f| / q>``; NaN before
+            the first step. See ``objective`` in :func:`make_trainer`.
     """
 
     params: Params
@@ -529,8 +529,8 @@ def make_trainer(
         batch, n_bad, lay = draw(k_draw, state, theta, stratified)
         w = weights(state.params, batch, state.active)
         est, raw, stratum = estimate(w, batch.channel, stratified, lay)
-        # The unit of the losses: the running average (in the log) of the batches' mean
-        # weight; the first batch sets it. Batches without a finite nonzero weight skip it.
+        # The unit of the losses: the running average of the batches' mean weight; the
+        # first batch sets it. Batches without a finite nonzero weight skip it.
         abs_w = jnp.where(jnp.isfinite(w), jnp.abs(w), 0.0)
         log_mean_w = jnp.log(jnp.maximum(jnp.mean(abs_w), jnp.finfo(abs_w.dtype).tiny))
         has_w = jnp.any(abs_w > 0)
@@ -538,7 +538,11 @@ def make_trainer(
         now = jnp.where(unset, jnp.where(has_w, log_mean_w, 0.0), state.log_scale)
         log_scale0 = state.log_scale  # what a frozen step leaves
         state = state._replace(log_scale=now.astype(state.log_scale.dtype))
-        log_scale = jnp.where(has_w & ~unset, 0.9 * now + 0.1 * log_mean_w, now)
+        # An average of the mean weights themselves (not of their logs, which sits below
+        # the integral for heavy-tailed weights): an estimate of |I|, so that the variance
+        # loss is the relative variance, of the size of the KL loss it follows.
+        log_scale = jnp.where(has_w & ~unset, jnp.logaddexp(now + math.log(0.9),
+                                                            log_mean_w + math.log(0.1)), now)
 
         frozen = not (isinstance(update, bool) and update)
         if frozen:
@@ -559,7 +563,7 @@ def make_trainer(
 
         # The loss of uniform sampling is the loss on this batch with q = 1; on a uniform
         # batch the flow's own loss (value) is estimated through the ratio q / 1. Both are
-        # in the batch's units (same batch, same unit) and reported in the integrand's.
+        # in the units of log_scale, compared there and reported in the integrand's.
         (value, log_unit), (uniform_loss, _) = value, _uniform_loss(batch, state)
         use_flow = state.use_flow | (value < uniform_loss)
         value, uniform_loss = times_exp(value, log_unit), times_exp(uniform_loss, log_unit)
