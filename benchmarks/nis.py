@@ -440,8 +440,13 @@ def targets(rows: list[dict[str, Any]], cases: dict[str, itg.Integrand]) -> list
                                      if best_eff["unweighting_efficiency"] > 0 else math.inf),
                 "best_efficiency_peer": best_eff["tool"],
             }
-            entry["error_target_met"] = entry["rel_error_ratio"] <= 0.5
-            entry["efficiency_target_met"] = entry["efficiency_ratio"] >= 1.5
+            # A result many of its own errors off the reference is wrong, however small its
+            # error: no target is met with it.
+            entry["jaxnis_consistent"] = abs(j["pull"]) <= 5
+            entry["error_target_met"] = (entry["rel_error_ratio"] <= 0.5
+                                         and entry["jaxnis_consistent"])
+            entry["efficiency_target_met"] = (entry["efficiency_ratio"] >= 1.5
+                                              and entry["jaxnis_consistent"])
         if "madnis" in by_tool:
             entry["wall_ratio_vs_madnis"] = j["wall_s"] / by_tool["madnis"]["wall_s"]
             entry["wall_target_met"] = entry["wall_ratio_vs_madnis"] <= 0.1
@@ -510,7 +515,8 @@ def markdown(payload: dict[str, Any]) -> list[str]:
          "unw. eff. jaxnis / best peer (>= 1.5)", "wall jaxnis / madnis (<= 0.1)",
          "warm-cache wall jaxnis / madnis"],
         [[t["integrand"], t["structure"],
-          f"{_fmt(t.get('rel_error_ratio'), '.2f')} ({t.get('best_error_peer', '-')})",
+          f"{_fmt(t.get('rel_error_ratio'), '.2f')} ({t.get('best_error_peer', '-')})"
+          + ("" if t.get("jaxnis_consistent", True) else " **wrong: pull beyond 5 sigma**"),
           f"{_fmt(t.get('efficiency_ratio'), '.2f')} ({t.get('best_efficiency_peer', '-')})",
           _fmt(t.get("wall_ratio_vs_madnis"), ".2f"),
           _fmt(t.get("wall_warm_ratio_vs_madnis"), ".2f")] for t in tg], "llrrrr")
