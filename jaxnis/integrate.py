@@ -54,7 +54,8 @@ class Result(NamedTuple):
             weight above which a fraction ``1e-3`` of the cross section lies
             (:func:`jaxnis.estimators.max_weight_xs_fraction`).
         n_nonfinite: integrand values that were NaN or +inf (counted as zero).
-        channel_value: per-channel contributions of the last refine iteration.
+        channel_value: per-channel contributions, averaged over the refine iterations as
+            ``value`` is (they add up to it).
         history: dict of numpy arrays per survey step: ``loss``, ``value``, ``error``,
             ``use_flow``, ``n_nonfinite``, ``n_skipped`` (optimizer updates skipped for a
             non-finite loss or gradient); and per refine iteration: ``refine_value``,
@@ -106,7 +107,8 @@ class Refined(NamedTuple):
             (:func:`jaxnis.estimators.event_weights` turns them into event weights).
         channel: ``[n_iter, N]`` channel of each event.
         n_nonfinite: non-finite integrand values met.
-        channel_value: ``[C]`` per-channel contributions of the last iteration.
+        channel_value: ``[C]`` per-channel contributions, the mean over the iterations
+            that enter ``combined`` (they add up to its value).
         stratum: ``[n_iter, N]`` stratum of each event: its channel, or with latent strata
             its hypercube of the latent cube.
     """
@@ -193,6 +195,15 @@ def _refine_summary(values: Array, errors: Array, raw: Array, stratum: Array, n_
     w_max = estimators.max_weight_xs_fraction(w, 1e-3)
     return (estimators.average(values, errors),
             estimators.unweighting_metrics(w, w_max).efficiency)
+
+
+def _mean_channels(rows, values: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """Per-channel values averaged over the refine iterations that
+    :func:`jaxnis.estimators.average` uses (finite value and error), so that they add up to
+    the combined value; the last iteration's when none is usable."""
+    per_iter = np.concatenate([np.asarray(r.channel_value) for r in rows])
+    ok = np.isfinite(values) & np.isfinite(errors) & (errors >= 0)
+    return per_iter[ok].mean(axis=0) if ok.any() else per_iter[-1]
 
 
 def _check_batch_size(name: str, value) -> int:
@@ -562,7 +573,7 @@ class Integrator:
             weights=weights,
             channel=np.concatenate([r.channel for r in rows]),
             n_nonfinite=int(sum(int(np.sum(r.n_nonfinite)) for r in rows)),
-            channel_value=np.asarray(rows[-1].channel_value[-1]),
+            channel_value=_mean_channels(rows, values, errors),
             stratum=stratum,
         )
 
