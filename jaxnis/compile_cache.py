@@ -10,10 +10,9 @@ process) loads the programs instead of compiling them. Measured on 2 CPU cores:
 compilation is).
 
 The cache is a process-wide JAX setting, which a library must not change behind its
-caller's back; :func:`cache_options` returns the settings and the application applies them::
-
-    for name, value in jaxnis.compile_cache.cache_options().items():
-        jax.config.update(name, value)
+caller's back; :func:`cache_options` returns the settings and the application applies
+each of them to JAX's configuration (the README shows the two lines; ``jaxnis demo`` does
+it in :mod:`jaxnis.cli`).
 
 The cache is a plain directory; deleting it is always safe. ``jaxnis demo`` uses it unless
 given ``--no-cache``.
@@ -42,7 +41,7 @@ def cache_options(path: str | os.PathLike | None = None, *, min_compile_seconds:
                   max_size_bytes: int | None = None) -> dict[str, Any]:
     """JAX settings that store compiled programs under ``path`` for later processes.
 
-    Returns ``{jax option name: value}`` for ``jax.config.update``:
+    Returns ``{jax option name: value}``, each to be set in JAX's configuration:
     ``jax_compilation_cache_dir``, ``jax_persistent_cache_min_compile_time_secs`` and, when a
     size is given, ``jax_compilation_cache_max_size``. A training program takes a few
     hundred kB; the directory grows by one entry per distinct program and is never pruned

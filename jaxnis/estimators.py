@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxnis.numerics import safe_div, safe_sqrt, times_exp
+from jaxnis.numerics import max_abs_scale, safe_div, safe_sqrt, times_exp
 from jaxnis.types import Array, ArrayLike, PRNGKey, PyTree
 
 # ---------------------------------------------------------------------------------------
@@ -67,19 +67,12 @@ def _clean(w):
     return jnp.where(finite, w, 0.0), jnp.sum(~finite, dtype=jnp.int32)
 
 
-def _scale(x):
-    """``max |x|`` (1 if all zero), without gradient: squares are formed of ``x / scale``, so
-    they cannot overflow when ``x`` fits (float32 weights up to 3e38, not only 1e19)."""
-    top = jax.lax.stop_gradient(jnp.max(jnp.abs(x)))
-    return jnp.where(top > 0, top, jnp.ones_like(top))
-
-
 def _moments(w):
     """Mean, scale ``c`` and unbiased variance over ``c^2``, in two passes (no
     ``E[w^2] - E[w]^2`` cancellation); the variance is ``c^2`` times the last."""
     n = w.shape[0]
     mean = jnp.sum(w) / n
-    c = _scale(w)
+    c = max_abs_scale(w)
     dev = (w - mean) / c
     return mean, c, jnp.sum(dev * dev) / (n - 1)
 
@@ -209,7 +202,7 @@ def estimate_channels(
     sums = blocked_segment_sum(w, seg, num_channels)
     n_nonzero = jnp.sum(w != 0, dtype=jnp.int32)
     n_total = w.shape[0]
-    c = _scale(w)  # squares of w / c: no overflow for weights that fit the dtype
+    c = max_abs_scale(w)  # squares of w / c: no overflow for weights that fit the dtype
     if stratified:
         value_c = safe_div(sums, n_c)
         dev = (w - jnp.take(value_c, seg, mode="clip")) / c
@@ -331,16 +324,23 @@ class Combined(NamedTuple):
     n_zero_error: Array
 
 
+def usable_iterations(values: ArrayLike, errors: ArrayLike) -> Array:
+    """Mask of the iterations that :func:`combine` and :func:`average` use: finite value,
+    finite error ``>= 0``."""
+    values, errors = jnp.asarray(values), jnp.asarray(errors)
+    return jnp.isfinite(values) & jnp.isfinite(errors) & (errors >= 0)
+
+
 def _iterations(values: ArrayLike, errors: ArrayLike) -> tuple[Array, Array, Array]:
     """Iteration estimates and errors as 1-D arrays of equal shape, with the mask of the
-    valid ones (finite, error >= 0)."""
+    usable ones."""
     values = jnp.asarray(values)
     errors = jnp.asarray(errors)
     if values.ndim != 1 or values.shape != errors.shape:
         raise ValueError(
             f"values and errors must be 1-D of equal shape, got {values.shape}, {errors.shape}"
         )
-    return values, errors, jnp.isfinite(values) & jnp.isfinite(errors) & (errors >= 0)
+    return values, errors, usable_iterations(values, errors)
 
 
 def _finish(value, error, chi2, n_used, n_zero):
@@ -433,7 +433,7 @@ def average(values: ArrayLike, errors: ArrayLike) -> Combined:
     v = jnp.where(ok, values, 0.0)
     s = jnp.where(ok, errors, 0.0)
     value = jnp.sum(v) / k
-    c = _scale(s)
+    c = max_abs_scale(s)
     error = c * jnp.sqrt(jnp.sum((s / c) ** 2)) / k
     pos = ok & (errors > 0)
     chi2 = jnp.sum(jnp.where(pos, ((v - value) / jnp.where(pos, s, 1.0)) ** 2, 0.0))
@@ -795,4 +795,5 @@ __all__ = [
     "max_weight_xs_fraction",
     "unweight",
     "unweighting_metrics",
+    "usable_iterations",
 ]

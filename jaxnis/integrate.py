@@ -202,7 +202,7 @@ def _mean_channels(rows, values: np.ndarray, errors: np.ndarray) -> np.ndarray:
     :func:`jaxnis.estimators.average` uses (finite value and error), so that they add up to
     the combined value; the last iteration's when none is usable."""
     per_iter = np.concatenate([np.asarray(r.channel_value) for r in rows])
-    ok = np.isfinite(values) & np.isfinite(errors) & (errors >= 0)
+    ok = np.asarray(estimators.usable_iterations(values, errors))
     return per_iter[ok].mean(axis=0) if ok.any() else per_iter[-1]
 
 

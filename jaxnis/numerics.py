@@ -8,6 +8,7 @@ so both branches are finite everywhere.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxnis.types import Array, ArrayLike
@@ -34,6 +35,13 @@ def safe_div(num: ArrayLike, den: ArrayLike) -> Array:
     return jnp.where(nonzero, num / jnp.where(nonzero, den, jnp.ones_like(den)), 0.0)
 
 
+def max_abs_scale(x: ArrayLike) -> Array:
+    """``max |x|``, or 1 where all of ``x`` is zero, without gradient: the unit in which
+    squares of ``x`` are formed so that they fit the dtype whenever ``x`` does."""
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(jnp.asarray(x))))
+    return jnp.where(top > 0, top, jnp.ones_like(top))
+
+
 def times_exp(x: ArrayLike, log_scale: ArrayLike) -> Array:
     """``x exp(log_scale)`` as ``sign(x) exp(log|x| + log_scale)``: no overflow of the scale
     alone when the product fits (double where at ``x = 0``)."""
@@ -52,4 +60,4 @@ def kallen(a: ArrayLike, b: ArrayLike, c: ArrayLike) -> Array:
     return (a - b - c) ** 2 - 4.0 * b * c
 
 
-__all__ = ["kallen", "safe_div", "safe_log", "safe_sqrt", "times_exp"]
+__all__ = ["kallen", "max_abs_scale", "safe_div", "safe_log", "safe_sqrt", "times_exp"]

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnis import estimators
-from jaxnis.numerics import safe_div, safe_log
+from jaxnis.numerics import max_abs_scale, safe_div, safe_log
 from jaxnis.types import Array, ArrayLike, PRNGKey
 
 # ---------------------------------------------------------------------------------------
@@ -545,8 +545,7 @@ def vegas(
         cube = batch.cube
         # Everything in units of max|f J| (no gradient through it): the squares below stay
         # finite and nonzero in float32 for any f J the dtype holds.
-        scale = jax.lax.stop_gradient(jnp.max(jnp.abs(fj)))
-        scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+        scale = max_abs_scale(fj)
         fjs = fj / scale
         n_h = jax.ops.segment_sum(jnp.ones_like(fj), cube, n_cubes)  # [M]
         mean_h = safe_div(jax.ops.segment_sum(fjs, cube, n_cubes), n_h)
