@@ -41,6 +41,18 @@ from jaxnis.types import Array, Params, PRNGKey, PyTree
 
 _LOSSES = ("variance", "kl", "reverse_kl")
 
+#: Fraction of the KL phase over which a tempered target's exponent rises to 1.
+TEMPER_SPAN = 0.5
+
+
+def kl_exponent(step: Array, kl_steps: int, kl_temper: float) -> Array:
+    """The exponent ``beta`` of the KL phase's target ``|f|^beta`` at ``step``: ``kl_temper``
+    at step 0, rising geometrically to 1 at ``TEMPER_SPAN * kl_steps`` and 1 after."""
+    if kl_temper == 1.0 or not kl_steps:
+        return jnp.ones((), jnp.float32)
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / (TEMPER_SPAN * kl_steps), 0.0, 1.0)
+    return jnp.float32(kl_temper) ** (1.0 - frac)
+
 
 class Buffer(NamedTuple):
     """Ring buffer of evaluated events (capacity ``B``; all fields have leading axis ``B``).
@@ -102,7 +114,8 @@ class TrainInfo(NamedTuple):
     Attributes:
         loss: loss on the fresh batch (before the update), in the integrand's units (the
             variance in those of ``f^2``: ``inf`` or 0 where the dtype cannot hold that;
-            the update itself uses the loss in the units of ``TrainState.log_scale``).
+            the update itself uses the loss in the units of ``TrainState.log_scale``); in a
+            tempered KL phase the divergence from ``|f|^beta`` (``kl_temper``).
         value: integral estimate from the fresh batch.
         error: its standard error.
         channel_value: ``[C]`` per-channel contributions.
@@ -216,6 +229,7 @@ def make_trainer(
     drop_after: int = 20,
     uniform_warmup: bool = False,
     kl_steps: int = 0,
+    kl_temper: float = 1.0,
     latent_strata: tuple[int, ...] | None = None,
     channel_strata: bool = False,
 ) -> Trainer:
@@ -247,6 +261,15 @@ def make_trainer(
             ``w^2``: it is robust while the weights are heavy-tailed (a sampler far from the
             target), and the variance then sharpens the sampler where it matters for the
             error. The step count is traced: no recompilation.
+        kl_temper: the KL phase starts from the tempered target ``|f|^beta``,
+            ``beta = kl_temper`` (in ``(0, 1]``; 1: no tempering), and raises ``beta``
+            geometrically to 1 over its first half (:func:`kl_exponent`). Tempering widens
+            every peak (a Gaussian's width grows by ``beta^-1/2``) and flattens the ratio
+            between them, so the early, uniform-like samples see all of them and the flow
+            covers them all before they narrow; untempered, the first peak the batches hit
+            can take all the density, and in many dimensions the flow never samples the
+            others again (a 16-d camel integrated to half its value, the error not showing
+            it). Self-normalised, the KL loss does not depend on the scale of ``f^beta``.
         latent_strata: cells per axis of the latent cube (single channel only): in frozen
             steps (``update=False``, the refine iterations) and in ``sample``, the uniform
             numbers fed to the flow are stratified over these ``prod latent_strata``
@@ -286,6 +309,8 @@ def make_trainer(
         )
     if isinstance(kl_steps, bool) or not isinstance(kl_steps, int) or kl_steps < 0:
         raise ValueError(f"kl_steps must be an integer >= 0, got {kl_steps!r}")
+    if not 0.0 < kl_temper <= 1.0:
+        raise ValueError(f"kl_temper must be in (0, 1], got {kl_temper}")
     if not 0.0 <= sigma_decay < 1.0:
         raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
     strata = _check_latent_strata(latent_strata, dim, n_ch, n)
@@ -319,7 +344,7 @@ def make_trainer(
             )
         return jnp.take_along_axis(la, channel[:, None], axis=1)[:, 0]
 
-    def objective(log_f, log_q, batch: _Batch, log_q_sampled, kl_phase, shift):
+    def objective(log_f, log_q, batch: _Batch, log_q_sampled, kl_phase, shift, beta):
         """The loss of the phase in units ``u`` of the run's integral: ``(loss / u, log u)``.
 
         ``f`` is divided by ``s = exp(shift)`` (``TrainState.log_scale``, a running average of
@@ -330,7 +355,7 @@ def make_trainer(
         the variance of a float32 integrand of order 1e15 overflowed Adam's second moment).
         The factor changes slowly over a run, which Adam's normalisation removes; a factor
         per batch (its own mean weight) would not: it damps the batches whose large weights
-        carry the gradient."""
+        carry the gradient. In the KL phase the target is ``|f|^beta`` (``kl_temper``)."""
         log_f = log_f - jax.lax.stop_gradient(shift)
         if loss == "variance":
             main = losses.stratified_variance_loss(
@@ -342,14 +367,14 @@ def make_trainer(
             log_unit = jnp.zeros_like(shift)
         if not kl_steps or loss == "kl":
             return main, log_unit
-        kl = losses.kl_loss(log_f, log_q, log_q_sampled)
+        kl = losses.kl_loss(beta * log_f, log_q, log_q_sampled)
         return jnp.where(kl_phase, kl, main), jnp.where(kl_phase, 0.0, log_unit)
 
-    def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase, shift):
+    def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase, shift, beta):
         log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
         log_f = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
                                          batch.channel, active)
-        return objective(log_f, log_q, batch, log_q_sampled, kl_phase, shift)
+        return objective(log_f, log_q, batch, log_q_sampled, kl_phase, shift, beta)
 
     def select(stratified, a, b):
         """``a`` for a stratified batch, else ``b`` (``stratified``: bool, maybe traced)."""
@@ -429,11 +454,11 @@ def make_trainer(
         batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
         return batch, n_bad, lay
 
-    def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase, shift):
+    def optimise(params, opt_state, batch, log_q_sampled, active, kl_phase, shift, beta):
         """One optimizer update; skipped (state unchanged, flag returned) when the loss or
         a gradient is not finite, so one bad batch cannot turn every parameter into NaN."""
         (value, log_unit), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch, log_q_sampled, active, kl_phase, shift)
+            params, batch, log_q_sampled, active, kl_phase, shift, beta)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(value) & jnp.all(jnp.array(
@@ -453,7 +478,7 @@ def make_trainer(
                       head=(buffer.head + n) % buffer_capacity)
 
     def buffered(key, params, opt_state, buffer: Buffer, fresh: Array, active, kl_phase,
-                 shift):
+                 shift, beta):
         """``1 + buffered_steps`` updates under one ``lax.scan``: the first on the fresh
         batch (at buffer slots ``fresh``), the rest on random buffer draws. One scan body
         means one compiled copy of the loss gradient, whatever ``buffered_steps``."""
@@ -463,7 +488,7 @@ def make_trainer(
             drawn = jax.random.randint(k, (n,), 0, jnp.maximum(buffer.size, 1))
             b = _Batch(*(x[jnp.where(first, fresh, drawn)] for x in buffer[:7]))
             params, opt_state, value, skipped = optimise(params, opt_state, b, b.log_q,
-                                                         active, kl_phase, shift)
+                                                         active, kl_phase, shift, beta)
             return (params, opt_state), (value, skipped)
 
         firsts = jnp.arange(1 + buffered_steps) == 0
@@ -507,17 +532,17 @@ def make_trainer(
         )
 
     def train_on(k_buf, state: TrainState, batch: _Batch):
-        kl_phase = state.step < kl_steps
+        kl_phase, beta = state.step < kl_steps, kl_exponent(state.step, kl_steps, kl_temper)
         if not buffered_steps:
             params, opt_state, value, skipped = optimise(
                 state.params, state.opt_state, batch, batch.log_q, state.active, kl_phase,
-                state.log_scale)
+                state.log_scale, beta)
             return params, opt_state, push(state.buffer, batch), value, skipped
         buffer = push(state.buffer, batch)
         fresh = (state.buffer.head + jnp.arange(n)) % buffer_capacity
         params, opt_state, value, skipped = buffered(k_buf, state.params, state.opt_state,
                                                      buffer, fresh, state.active, kl_phase,
-                                                     state.log_scale)
+                                                     state.log_scale, beta)
         # the loss on the buffered copy has the buffer's dtype; report it in the batch's
         value = jax.tree.map(lambda v: v.astype(batch.log_fj.dtype), value)
         return params, opt_state, buffer, value, skipped
@@ -611,7 +636,7 @@ def make_trainer(
         log_f = batch.log_fj + log_alpha(state.params, batch.log_prior, batch.features,
                                          batch.channel, state.active)
         return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps,
-                         state.log_scale)
+                         state.log_scale, kl_exponent(state.step, kl_steps, kl_temper))
 
     def allocate(sigma, active):
         """Events per channel ``[C]`` of a batch of ``N`` from the channels' weight spreads

@@ -120,6 +120,10 @@ def test_bad_arguments():
         Integrator(camel, 2, progress=False).integrate(0, n_refine=0)
     with pytest.raises(ValueError, match="unknown vegas_pretrain options"):
         Integrator(camel, 2, vegas_pretrain={"n_iters": 3})
+    with pytest.raises(ValueError, match="kl_fraction must be in"):
+        Integrator(camel, 4, kl_fraction=1.5)
+    with pytest.raises(ValueError, match="kl_temper must be in"):
+        Integrator(camel, 4, kl_temper=0.0)
     with pytest.raises(RuntimeError, match="before refine"):
         Integrator(camel, 2, progress=False).refine(jax.random.key(0), 1)
 

@@ -8,7 +8,7 @@ import pytest
 
 from jaxnis import channels as ch
 from jaxnis.flows.flow import make_flow
-from jaxnis.train import make_trainer, single_channel
+from jaxnis.train import kl_exponent, make_trainer, single_channel
 
 WIDTH = 0.1
 
@@ -252,6 +252,66 @@ def test_kl_phase_trains_with_kl_then_with_the_variance():
         gaps.append(float(jnp.max(jnp.abs(flat[0] - flat[1]))))
     assert gaps[0] == 0.0 and gaps[1] == 0.0, gaps
     assert gaps[2] > 1e-4, gaps
+
+
+def test_kl_exponent_rises_geometrically_to_one_over_half_the_kl_phase():
+    np.testing.assert_allclose(float(kl_exponent(0, 8, 0.1)), 0.1, rtol=1e-6)
+    np.testing.assert_allclose(float(kl_exponent(2, 8, 0.1)), 0.1**0.5, rtol=1e-6)
+    assert float(kl_exponent(4, 8, 0.1)) == float(kl_exponent(7, 8, 0.1)) == 1.0
+    assert float(kl_exponent(0, 8, 1.0)) == float(kl_exponent(0, 0, 0.1)) == 1.0
+    f = single_channel(camel, 2)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="kl_temper must be in"):
+            make_trainer(f, FLOW, optax.adam(1e-3), batch_size=64, kl_temper=bad)
+
+
+def test_tempered_kl_phase_trains_on_a_power_of_the_integrand():
+    """``kl_temper=0.25``: the first step is that of a KL trainer of ``f^0.25`` (same keys),
+    and not that of the untempered KL phase."""
+    f, opt, flow = single_channel(camel, 2), optax.adam(1e-2), make_flow(2, n_bins=4,
+                                                                         hidden=(8,))
+    power = single_channel(lambda x, theta: camel(x, theta) ** 0.25, 2)
+    kw = dict(batch_size=64, buffer_capacity=128, buffered_steps=1)
+    runs = {"tempered": make_trainer(f, flow, opt, kl_steps=4, kl_temper=0.25, **kw),
+            "power": make_trainer(power, flow, opt, loss="kl", **kw),
+            "untempered": make_trainer(f, flow, opt, kl_steps=4, **kw)}
+    key = jax.random.key(1)
+    params = {name: jax.jit(t.step)(key, t.init(jax.random.key(0)), THETA)[0].params
+              for name, t in runs.items()}
+    flat = {name: np.concatenate([np.ravel(a) for a in jax.tree.leaves(p)])
+            for name, p in params.items()}
+    np.testing.assert_allclose(flat["tempered"], flat["power"], rtol=1e-4, atol=1e-6)
+    assert np.max(np.abs(flat["tempered"] - flat["untempered"])) > 1e-3
+
+
+def test_tempered_kl_phase_keeps_both_peaks_of_a_narrow_camel():
+    """A 4-d camel of width 0.04 from a uniform start, 60 KL steps of 256 events, eight
+    seeds at once: with ``kl_temper=0.1`` the trained flow puts 20-80% of its samples at
+    each peak in at least six seeds (measured: 7 of 8; 15 of 16 with 16 seeds); untempered,
+    the same run does so in 1 of 8 and puts over 98.7% at one peak in the other seven."""
+    a, dim = 0.04, 4
+
+    def narrow(x, theta):
+        norm = (a * jnp.sqrt(jnp.pi)) ** dim
+        return 0.5 * (jnp.exp(-jnp.sum((x - 1 / 3) ** 2) / a**2)
+                      + jnp.exp(-jnp.sum((x - 2 / 3) ** 2) / a**2)) / norm
+
+    n_steps, flow = 60, make_flow(dim, n_bins=8, hidden=(16,))
+    trainer = make_trainer(single_channel(narrow, dim), flow, optax.adam(1e-2),
+                           batch_size=256, kl_steps=n_steps, kl_temper=0.1,
+                           buffer_capacity=1024, buffered_steps=3)
+
+    @jax.jit
+    @jax.vmap
+    def share_at_first_peak(seed):
+        state = trainer.init(jax.random.key(seed))
+        keys = jax.random.split(jax.random.key(100 + seed), n_steps)
+        state, _ = jax.lax.scan(lambda s, k: (trainer.step(k, s, None)[0], None), state, keys)
+        x, _ = flow.sample(jax.random.key(7), state.params["flow"], 4096)
+        return jnp.mean(jnp.sum((x - 1 / 3) ** 2, -1) < jnp.sum((x - 2 / 3) ** 2, -1))
+
+    share = np.asarray(share_at_first_peak(jnp.arange(8)))
+    assert np.sum((share > 0.2) & (share < 0.8)) >= 6, share
 
 
 def test_frozen_step_reports_a_fresh_batch_and_leaves_the_state_unchanged():
