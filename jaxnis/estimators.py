@@ -444,7 +444,9 @@ class CombineState(NamedTuple):
     """Running state of :func:`combine_update`, a fixed-size carry for ``lax.scan``.
 
     Attributes:
-        sum_weights: ``[]`` ``sum_k 1/s_k^2`` over positive-error iterations.
+        sum_weights: ``[]`` ``sum_k (s_ref/s_k)^2`` over positive-error iterations, in units
+            of the first positive error ``s_ref`` (so that neither squares of large errors
+            nor their inverses overflow: errors of 1e25 or 1e-25 combine in float32).
         mean: ``[]`` their running inverse-variance weighted mean.
         chi2: ``[]`` running ``sum_k (I_k - mean)^2 / s_k^2`` (West's weighted update, 1979).
         n_pos: ``[]`` int32 positive-error iterations.
@@ -460,13 +462,14 @@ class CombineState(NamedTuple):
     n_zero: Array
     zero_mean: Array
     zero_m2: Array
+    error_unit: Array
 
 
 def combine_init(dtype: jnp.dtype | None = None) -> CombineState:
     """Empty :class:`CombineState` of the given float dtype (default: JAX's default float)."""
     z = jnp.zeros((), dtype=dtype)
     i = jnp.zeros((), dtype=jnp.int32)
-    return CombineState(z, z, z, i, i, z, z)
+    return CombineState(z, z, z, i, i, z, z, z)
 
 
 def combine_update(
@@ -476,7 +479,8 @@ def combine_update(
 
     Numerically stable one-pass (weighted Welford/West) update: with ``omega = 1/s^2``,
     ``W' = W + omega``, ``mean' = mean + omega (v - mean) / W'``,
-    ``chi2' = chi2 + omega (v - mean)(v - mean')``. Zero-error iterations are tracked
+    ``chi2' = chi2 + omega (v - mean)(v - mean')``, all in units of the first positive
+    error (``CombineState.error_unit``). Zero-error iterations are tracked
     separately and used only if no positive-error iteration arrives (see :func:`combine`).
     The state keeps its dtype, so it can be a ``lax.scan`` carry.
     """
@@ -487,11 +491,13 @@ def combine_update(
     pos = ok & (s > 0)
     zero = ok & (s == 0)
     v = jnp.where(ok, v, 0.0)
-    omega = jnp.where(pos, 1.0 / jnp.where(pos, s, 1.0) ** 2, 0.0)
+    unit = jnp.where((state.n_pos == 0) & pos, s, state.error_unit)
+    safe_unit = jnp.where(unit > 0, unit, 1.0)
+    omega = jnp.where(pos, (safe_unit / jnp.where(pos, s, 1.0)) ** 2, 0.0)
     w_new = state.sum_weights + omega
     delta = v - state.mean
     mean_new = state.mean + safe_div(omega * delta, w_new)
-    chi2_new = state.chi2 + omega * delta * (v - mean_new)
+    chi2_new = state.chi2 + omega * (delta / safe_unit) * ((v - mean_new) / safe_unit)
     nz = state.n_zero + zero.astype(jnp.int32)
     zdelta = v - state.zero_mean
     zmean_new = state.zero_mean + safe_div(zdelta, nz.astype(dtype))
@@ -504,6 +510,7 @@ def combine_update(
         n_zero=nz,
         zero_mean=jnp.where(zero, zmean_new, state.zero_mean),
         zero_m2=jnp.where(zero, zm2_new, state.zero_m2),
+        error_unit=unit,
     )
 
 
@@ -511,7 +518,8 @@ def combine_result(state: CombineState) -> Combined:
     """The :class:`Combined` result of a running state (same rules as :func:`combine`)."""
     any_pos = state.n_pos > 0
     value = jnp.where(any_pos, state.mean, state.zero_mean)
-    error = jnp.where(any_pos, jax.lax.rsqrt(jnp.where(any_pos, state.sum_weights, 1.0)), 0.0)
+    error = jnp.where(any_pos, state.error_unit
+                      * jax.lax.rsqrt(jnp.where(any_pos, state.sum_weights, 1.0)), 0.0)
     chi2 = jnp.where(any_pos, state.chi2, jnp.where(state.zero_m2 > 0, jnp.inf, 0.0))
     n_used = jnp.where(any_pos, state.n_pos, state.n_zero)
     return _finish(value, error, chi2, n_used, state.n_zero)

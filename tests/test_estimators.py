@@ -218,7 +218,8 @@ def test_estimate_channels_stratified_and_mixture(dtype):
 def test_estimates_and_combinations_hold_at_any_weight_scale(scale):
     """float32 weights of order 1e25 (squares beyond float32) or 1e-25 (squares below it):
     values and errors are the scaled ones of unit weights, also per channel and after
-    combining iterations (they gave an infinite error and, combined, the value 0)."""
+    combining iterations, stacked or one by one (they gave an infinite error and,
+    combined, the value 0)."""
     w = lognormal(jax.random.key(5), (1000,), jnp.float32)
     ids = (jnp.arange(1000) % 3).astype(jnp.int32)
     base, big = est.estimate(w), est.estimate(w * scale)
@@ -232,7 +233,13 @@ def test_estimates_and_combinations_hold_at_any_weight_scale(scale):
                                    rtol=1e-5)
     values = jnp.array([1.0, 1.1, 0.95], jnp.float32)
     errors = jnp.array([0.05, 0.1, 0.04], jnp.float32)
-    for fn in (est.combine, est.average):
+    def scanned(values, errors):
+        state = est.combine_init(jnp.float32)
+        for v, e in zip(values, errors, strict=True):
+            state = est.combine_update(state, v, e)
+        return est.combine_result(state)
+
+    for fn in (est.combine, est.average, scanned):
         a, b = fn(values, errors), fn(values * scale, errors * scale)
         assert int(b.n_used) == 3
         np.testing.assert_allclose(float(b.value) / scale, float(a.value), rtol=1e-5)
