@@ -11,7 +11,9 @@ programs run a few times, and switching the optimisations off cuts it by about 4
 numbers the tests assert do not depend on it, except float32 rounding bounds, which are a
 property of the optimised programs users run: tests asserting such a bound carry the
 ``optimized`` mark and compile with the optimisations on in the 32-bit run (the 64-bit
-run's bounds hold either way, and compiling with the optimisations costs it time).
+run's bounds hold either way, and compiling with the optimisations costs it time). So do
+a few tests whose time goes into running rather than compiling (many seeds in one
+program), which the optimised programs finish sooner.
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ def test_frozen_steps_are_stratified_and_training_steps_are_not():
                                rtol=1e-5)
 
 
+@pytest.mark.optimized  # 400 seeds in one program: running takes the time
 def test_stratified_refine_errors_are_honest_over_400_seeds():
     """Pulls of survey + stratified refine runs, vmapped over seeds: mean within +-0.2 and
     standard deviation within [0.8, 1.2] (the per-hypercube errors are not underestimated).

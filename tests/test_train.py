@@ -288,6 +288,7 @@ def test_tempered_kl_phase_trains_on_a_power_of_the_integrand():
     np.testing.assert_allclose(flat["tempered"], flat["power"], rtol=0, atol=1e-3 * step)
 
 
+@pytest.mark.optimized  # eight seeds in one program: running, not compiling, takes the time
 def test_tempered_kl_phase_keeps_both_peaks_of_a_narrow_camel():
     """A 4-d camel of width 0.04 from a uniform start, 60 KL steps of 256 events, eight
     seeds at once: with ``kl_temper=0.1`` the trained flow puts 20-80% of its samples at
