@@ -365,8 +365,9 @@ def make_trainer(
         else:
             main = losses.get_loss(loss)(log_f, log_q, log_q_sampled)
             log_unit = jnp.zeros_like(shift)
-        if not kl_steps or loss == "kl":
+        if not kl_steps:
             return main, log_unit
+        # (with loss="kl" too: the KL phase is the tempered one)
         kl = losses.kl_loss(beta * log_f, log_q, log_q_sampled)
         return jnp.where(kl_phase, kl, main), jnp.where(kl_phase, 0.0, log_unit)
 
