@@ -182,6 +182,7 @@ LOW_DIM_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-2, "buffered_steps": 7,
 #: camel from 1.8-2.5e-3 to 1.8-2.1e-3; the 4-d camel loses 10% (7.1e-4 to 8.0e-4).
 KL_TEMPER = 0.1
 
+
 def default_options(dim: int, n_channels: int = 1) -> dict[str, Any]:
     """The :class:`Integrator`'s defaults for ``dim`` dimensions and ``n_channels`` channels:
     ``learning_rate``, ``buffered_steps``, ``kl_fraction`` and the ``flow`` options (given

@@ -363,13 +363,19 @@ def make_trainer(
             )
             log_unit = 2.0 * shift
         else:
-            main = losses.get_loss(loss)(log_f, log_q, log_q_sampled)
+            # beta is 1 from half-way through the KL phase on: a KL survey is tempered at
+            # its start and is the plain KL after
+            tempered = beta * log_f if loss == "kl" else log_f
+            main = losses.get_loss(loss)(tempered, log_q, log_q_sampled)
             log_unit = jnp.zeros_like(shift)
-        if not kl_steps:
+        if not kl_steps or loss == "kl":
             return main, log_unit
-        # (with loss="kl" too: the KL phase is the tempered one)
         kl = losses.kl_loss(beta * log_f, log_q, log_q_sampled)
         return jnp.where(kl_phase, kl, main), jnp.where(kl_phase, 0.0, log_unit)
+
+    def phase(step):
+        """Whether ``step`` is in the KL phase, and the exponent of its target."""
+        return step < kl_steps, kl_exponent(step, kl_steps, kl_temper)
 
     def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase, shift, beta):
         log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
@@ -533,7 +539,7 @@ def make_trainer(
         )
 
     def train_on(k_buf, state: TrainState, batch: _Batch):
-        kl_phase, beta = state.step < kl_steps, kl_exponent(state.step, kl_steps, kl_temper)
+        kl_phase, beta = phase(state.step)
         if not buffered_steps:
             params, opt_state, value, skipped = optimise(
                 state.params, state.opt_state, batch, batch.log_q, state.active, kl_phase,
@@ -636,8 +642,8 @@ def make_trainer(
         zeros = jnp.zeros_like(batch.log_q)
         log_f = batch.log_fj + log_alpha(state.params, batch.log_prior, batch.features,
                                          batch.channel, state.active)
-        return objective(log_f, zeros, batch, batch.log_q, state.step < kl_steps,
-                         state.log_scale, kl_exponent(state.step, kl_steps, kl_temper))
+        kl_phase, beta = phase(state.step)
+        return objective(log_f, zeros, batch, batch.log_q, kl_phase, state.log_scale, beta)
 
     def allocate(sigma, active):
         """Events per channel ``[C]`` of a batch of ``N`` from the channels' weight spreads
