@@ -234,7 +234,9 @@ def test_bad_configuration_raises():
 def test_kl_phase_trains_with_kl_then_with_the_variance():
     """With ``kl_steps=2`` the first two steps are those of a KL trainer (same keys, same
     parameters: the phase is applied, a variance step would differ), the third is not (the
-    variance loss takes over)."""
+    variance loss takes over). The two trainers are different programs, so their float32
+    parameters may differ by rounding (measured up to 4e-8); the variance step moves them
+    by 2e-2."""
     f, opt, flow = single_channel(camel, 2), optax.adam(1e-2), make_flow(2, n_bins=4,
                                                                          hidden=(8,))
     kw = dict(batch_size=64, buffer_capacity=128, buffered_steps=1)
@@ -250,8 +252,8 @@ def test_kl_phase_trains_with_kl_then_with_the_variance():
         flat = [jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(st.params)])
                 for st in states.values()]
         gaps.append(float(jnp.max(jnp.abs(flat[0] - flat[1]))))
-    assert gaps[0] == 0.0 and gaps[1] == 0.0, gaps
-    assert gaps[2] > 1e-4, gaps
+    assert gaps[0] < 1e-6 and gaps[1] < 1e-6, gaps
+    assert gaps[2] > 1e-3, gaps
 
 
 def test_kl_exponent_rises_geometrically_to_one_over_half_the_kl_phase():
