@@ -29,7 +29,9 @@ Timed operations, per dimension ``d`` and batch ``N``:
   the cube), recompute ``log q`` of the current flow *with* gradient through the inverse
   (density) pass, the variance loss, its gradient, and one Adam update (learning rate
   ``1e-3``). jaxnis uses ``jaxnis.losses.variance_loss`` on log weights and ``optax.adam``
-  with the whole step in one ``jax.jit``; MadNIS uses its own
+  with the whole step in one ``jax.jit`` compiled with ``jaxnis.compiler``'s options (as
+  ``jaxnis.compiler.jit`` and the Integrator compile; on the CPU the YNNPACK fusion is off,
+  see that module); MadNIS uses its own
   ``madnis.integrator.losses.variance`` on probabilities (normalised by the squared integral,
   which changes the gradient's scale, not its cost) and ``torch.optim.Adam``, in eager mode
   as MadNIS runs it. The parameters are updated from step to step, as in training.
@@ -90,7 +92,8 @@ OPS = ("sample", "train")
 # of spline log-derivatives of order 1, each rounded to ~1e-7 relative, plus the inverse
 # spline's root; 1e-3 is far above that yet catches a wrong Jacobian.
 ROUND_TRIP_TOL = 1e-3
-SOURCES = ("benchmarks/flows.py", "jaxnis/flows/flow.py", "jaxnis/flows/coupling.py",
+SOURCES = ("benchmarks/flows.py", "jaxnis/compiler.py", "jaxnis/flows/flow.py",
+           "jaxnis/flows/coupling.py",
            "jaxnis/flows/splines.py", "jaxnis/flows/masks.py", "jaxnis/losses.py")
 
 
@@ -131,14 +134,18 @@ class JaxnisPeer:
         import jax.numpy as jnp
         import optax
 
+        from jaxnis import compiler as jaxnis_compiler
         from jaxnis.flows import make_flow
         from jaxnis.losses import variance_loss
 
         self.jax, self.d, self.batch = jax, d, batch
-        self.compiler_options = compiler_options or {}
         self.flow = flow = make_flow(d, masks="binary", transform=transform, n_bins=N_BINS,
                                      hidden=HIDDEN)
         self.device = device or jax.devices("cpu")[0]
+        # jaxnis's per-program options for this backend (what jaxnis.compiler.jit compiles
+        # with), then any given here
+        self.compiler_options = {**jaxnis_compiler.compiler_options(self.device.platform),
+                                 **(compiler_options or {})}
         self.tx = tx = optax.adam(LEARNING_RATE)
 
         def init(key):
@@ -425,7 +432,8 @@ def breakdown(d: int, batch: int, peer_names, repeats: int, seed: int, log=print
                 peer.sync(peer.run(op))  # a training step moves the flow off the identity
         # Same conditioners with a one-parameter element-wise map; its cost does not depend
         # on the values, so identity parameters and the spline flow's points serve.
-        stand_in = JaxnisPeer(d, batch, seed, transform="affine")
+        stand_in = JaxnisPeer(d, batch, seed, transform="affine",
+                              compiler_options=compiler_options)
         _, x, _ = peer.sync(peer.run("sample"))
         grads = jax.jit(jax.grad(peer._loss))(peer.params, x)
         import optax
@@ -451,7 +459,7 @@ def breakdown(d: int, batch: int, peer_names, repeats: int, seed: int, log=print
         rows = []
         for name, (fn, args) in parts.items():
             t0 = time.perf_counter()
-            compiled = (fn.lower(*args).compile(compiler_options=compiler_options or None)
+            compiled = (fn.lower(*args).compile(compiler_options=peer.compiler_options or None)
                         if hasattr(fn, "lower") else fn)
             # None: compiled for the main table already (reused here).
             compile_s = time.perf_counter() - t0 if hasattr(fn, "lower") else None
@@ -731,6 +739,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     import jax
 
     import jaxnis.flows  # noqa: F401  (record the source actually imported, at the start)
+    from jaxnis import compiler as jaxnis_compiler
 
     root = Path(__file__).resolve().parents[1]
     git = _common.git_state({path: root / path for path in SOURCES})
@@ -753,7 +762,10 @@ def main(argv=None, log=print) -> dict[str, Any]:
                      "dtype": "float32", "n_bins": N_BINS, "hidden": list(HIDDEN),
                      "masks": "binary", "learning_rate": LEARNING_RATE,
                      "integrand": f"Gaussian, sigma={SIGMA}, centre 0.5", "seed": args.seed,
-                     "fast_compile": args.fast_compile},
+                     "fast_compile": args.fast_compile,
+                     "jaxnis_compiler_options": {
+                         **jaxnis_compiler.compiler_options(),
+                         **(FAST_COMPILE if args.fast_compile else {})}},
         "jax_backend": jax.default_backend(),
     }
     options = FAST_COMPILE if args.fast_compile else None

@@ -6,8 +6,9 @@ exact weights), :mod:`~jaxnis.physics` (matrix elements, PDFs, processes),
 :mod:`~jaxnis.channels`, :mod:`~jaxnis.losses`, :mod:`~jaxnis.estimators`,
 :mod:`~jaxnis.train` (init/step kernels), :mod:`~jaxnis.pretrain` (VEGAS starts of a flow),
 :mod:`~jaxnis.integrate` (the front door), :mod:`~jaxnis.studies` (gradients, scans, fits),
-:mod:`~jaxnis.batching` (large batches in cache-sized chunks) and
-:mod:`~jaxnis.compile_cache` (compiled programs kept on disk between runs).
+:mod:`~jaxnis.batching` (large batches in cache-sized chunks),
+:mod:`~jaxnis.compile_cache` (compiled programs kept on disk between runs) and
+:mod:`~jaxnis.compiler` (the XLA options jaxnis compiles its programs with).
 Importing jaxnis does not import distrax: the distrax wrappers live in
 :mod:`jaxnis.flows.distrax_interop`.
 """
@@ -16,6 +17,7 @@ from jaxnis import (
     batching,
     channels,
     compile_cache,
+    compiler,
     cuts,
     estimators,
     flows,
@@ -43,6 +45,7 @@ __all__ = [
     "batching",
     "channels",
     "compile_cache",
+    "compiler",
     "cuts",
     "estimators",
     "flows",

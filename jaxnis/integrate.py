@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from jaxnis import channels as ch
-from jaxnis import estimators, pretrain, vegas
+from jaxnis import compiler, estimators, pretrain, vegas
 from jaxnis.flows.flow import make_flow
 from jaxnis.train import Trainer, TrainInfo, TrainState, make_trainer, single_channel
 from jaxnis.types import Array, PRNGKey, PyTree
@@ -448,8 +448,8 @@ class Integrator:
                 _, raw, stratum = trainer.estimate(w, batch.channel)
                 return batch, estimators.event_weights(raw, stratum, trainer.n_strata), n_bad
 
-            self._compiled[n_survey] = (trainer, jax.jit(init), jax.jit(chunk),
-                                        jax.jit(sample))
+            self._compiled[n_survey] = (trainer, compiler.jit(init), compiler.jit(chunk),
+                                        compiler.jit(sample))
         self._active = self._compiled[n_survey]
         return self._active
 
@@ -488,7 +488,7 @@ class Integrator:
                     channel=batch.channel, stratum=stratum,
                     n_skipped=jnp.zeros((), jnp.int32))
 
-            self._refiners[n] = (trainer, jax.jit(frozen))
+            self._refiners[n] = (trainer, compiler.jit(frozen))
         return self._refiners[n]
 
     def _run(self, key: PRNGKey, n: int, train: bool, bar: _Progress, text) -> list[Any]:

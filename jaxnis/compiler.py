@@ -1,0 +1,40 @@
+"""XLA compiler options for jaxnis's compiled programs, set per program (nothing global).
+
+On the CPU, XLA (jaxlib 0.10) hands small matrix products, together with the element-wise
+operations around them, to YNNPACK kernels (``xla_cpu_experimental_ynn_fusion_type``, an
+experimental option, on by default). In a spline flow these are the conditioners' layers
+and the knot sums of every spline, and there XLA's own loops are faster. Measured on 2 CPU
+cores (``benchmarks/flows.py`` step: sample, log q with its gradient, Adam; d = 16, the
+MadNIS-sized flow), with the option off: sampling +35-47%, a training step +32% at batch
+1024 and +16% at batch 16384; at d = 4 no change. Compile times are unchanged.
+
+:func:`jit` is ``jax.jit`` with these options; the :class:`~jaxnis.integrate.Integrator`
+compiles its programs with it, and so can a program built from jaxnis's parts (a flow, a
+trainer's step). On other backends the options are empty and :func:`jit` is ``jax.jit``.
+Options given in ``XLA_FLAGS`` apply to every program; these override them for the programs
+compiled through :func:`jit` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+#: Per-program XLA options on the CPU backend (see the module docstring).
+CPU_OPTIONS: dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compiler_options(backend: str | None = None) -> dict[str, Any]:
+    """The options for programs on ``backend`` (default: JAX's default backend): a copy of
+    :data:`CPU_OPTIONS` on ``"cpu"``, else empty."""
+    backend = jax.default_backend() if backend is None else backend
+    return dict(CPU_OPTIONS) if backend == "cpu" else {}
+
+
+def jit(fun: Callable, **kwargs: Any) -> Callable:
+    """``jax.jit(fun, **kwargs)`` compiled with :func:`compiler_options` (merged under any
+    ``compiler_options`` given here, which take precedence)."""
+    options = {**compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
+    return jax.jit(fun, compiler_options=options or None, **kwargs)
