@@ -206,6 +206,13 @@ def _refine_summary(values: Array, errors: Array, raw: Array, stratum: Array, n_
             estimators.unweighting_metrics(w, w_max).efficiency)
 
 
+def _as_key(key: PRNGKey | int) -> PRNGKey:
+    """A PRNG key from a key or an integer seed."""
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    return key
+
+
 def _mean_channels(rows, values: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """Per-channel values averaged over the refine iterations that
     :func:`jaxnis.estimators.average` uses (finite value and error), so that they add up to
@@ -506,10 +513,11 @@ class Integrator:
                 bar.update(done, text(info))
         return rows
 
-    def train(self, key: PRNGKey, n_steps: int) -> dict[str, np.ndarray]:
-        """Survey: ``n_steps`` training steps from a fresh state. Returns the history."""
+    def train(self, key: PRNGKey | int, n_steps: int) -> dict[str, np.ndarray]:
+        """Survey: ``n_steps`` training steps from a fresh state (``key``: PRNG key or
+        integer seed). Returns the history."""
         _, init, _, _ = self._trainer(n_steps)
-        k_init, k_steps = jax.random.split(key)
+        k_init, k_steps = jax.random.split(_as_key(key))
         self.state, n_vegas = init(k_init, self.theta)
         self.n_eval += int(n_vegas)
         bar = _Progress(n_steps, "survey", self.progress)
@@ -531,11 +539,11 @@ class Integrator:
                 RuntimeWarning, stacklevel=2)
         return h
 
-    def refine(self, key: PRNGKey, n_iter: int, batch_size: int | None = None):
+    def refine(self, key: PRNGKey | int, n_iter: int, batch_size: int | None = None):
         """Refine: ``n_iter`` batches from the frozen sampler, combined over iterations.
 
         Args:
-            key: PRNG key.
+            key: PRNG key or integer seed.
             n_iter: refine iterations.
             batch_size: events per iteration; default ``refine_batch_size`` (see
                 :class:`Integrator`).
@@ -547,6 +555,7 @@ class Integrator:
             raise RuntimeError("train (survey) before refine")
         if n_iter < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+        key = _as_key(key)
         n = self.refine_batch_size if batch_size is None else _check_batch_size(
             "batch_size", batch_size)
         bar = _Progress(n_iter, "refine", self.progress)
@@ -605,8 +614,7 @@ class Integrator:
         """
         if n_refine < 1:
             raise ValueError(f"n_refine must be >= 1, got {n_refine}")
-        if isinstance(key, int):
-            key = jax.random.key(key)
+        key = _as_key(key)
         start = time.perf_counter()
         self.n_eval = 0
         k_train, k_refine = jax.random.split(key)
@@ -641,8 +649,9 @@ class Integrator:
             message=message,
         )
 
-    def sample(self, key: PRNGKey, n_batches: int = 1):
-        """Weighted events from the trained sampler: ``(r [M, d], channel [M], w [M])``.
+    def sample(self, key: PRNGKey | int, n_batches: int = 1):
+        """Weighted events from the trained sampler: ``(r [M, d], channel [M], w [M])``
+        (``key``: PRNG key or integer seed).
 
         ``M = n_batches * batch_size``; ``r`` are the points on the unit hypercube of each
         event's channel (apply that channel's map to get momenta). ``w`` are event weights:
@@ -652,19 +661,22 @@ class Integrator:
         if self.state is None:
             raise RuntimeError("train (survey) before sampling")
         _, _, _, sample = self._active
-        out = [sample(k, self.state, self.theta) for k in jax.random.split(key, n_batches)]
+        out = [sample(k, self.state, self.theta)
+               for k in jax.random.split(_as_key(key), n_batches)]
         r = jnp.concatenate([b.r for b, _, _ in out])
         c = jnp.concatenate([b.channel for b, _, _ in out])
         w = jnp.concatenate([w for _, w, _ in out])
         return r, c, w
 
-    def unweighted_events(self, key: PRNGKey, n_batches: int = 1, *, xs_fraction: float = 1e-3):
-        """Unweighted events by accept-reject: ``(r, channel, weight, accepted)``, fixed size.
+    def unweighted_events(self, key: PRNGKey | int, n_batches: int = 1, *,
+                          xs_fraction: float = 1e-3):
+        """Unweighted events by accept-reject: ``(r, channel, weight, accepted)``, fixed size
+        (``key``: PRNG key or integer seed).
 
         ``w_max`` is the weight above which ``xs_fraction`` of the cross section lies;
         accepted events carry weight ``max(|w| / w_max, 1) sign(w)`` in units of ``w_max``.
         """
-        k_sample, k_accept = jax.random.split(key)
+        k_sample, k_accept = jax.random.split(_as_key(key))
         r, c, w = self.sample(k_sample, n_batches)
         w_max = estimators.max_weight_xs_fraction(w, xs_fraction)
         unw = estimators.unweight(k_accept, w, w_max)

@@ -74,6 +74,24 @@ def test_progress_line_and_summary(capsys):
     assert "integral" in str(result) and "chi2/dof" in str(result)
 
 
+def test_every_entry_point_takes_an_integer_seed_like_integrate():
+    """``train``, ``refine``, ``sample`` and ``unweighted_events`` accept a seed as
+    ``integrate`` does (it was an opaque PRNG error), and a seed is ``jax.random.key(seed)``."""
+    integrator = Integrator(camel, 2, batch_size=64, progress=False,
+                            flow={"n_bins": 4, "hidden": (8,)})
+    by_seed = integrator.train(3, 2)
+    state = integrator.state
+    by_key = integrator.train(jax.random.key(3), 2)
+    np.testing.assert_array_equal(by_seed["loss"], by_key["loss"])
+    assert integrator.state is not state
+    np.testing.assert_array_equal(integrator.refine(4, 1).values,
+                                  integrator.refine(jax.random.key(4), 1).values)
+    np.testing.assert_array_equal(integrator.sample(np.int64(5))[2],
+                                  integrator.sample(jax.random.key(5))[2])
+    np.testing.assert_array_equal(integrator.unweighted_events(6)[3],
+                                  integrator.unweighted_events(jax.random.key(6))[3])
+
+
 def test_unweighted_events_have_fixed_shape_and_the_expected_rate():
     integrator = Integrator(camel, 2, batch_size=256, progress=False,
                             flow={"n_bins": 6, "hidden": (16,)})
