@@ -36,7 +36,14 @@ import optax
 from jaxnis import channels as ch
 from jaxnis import compiler, estimators, pretrain, vegas
 from jaxnis.flows.flow import make_flow
-from jaxnis.train import Trainer, TrainInfo, TrainState, make_trainer, single_channel
+from jaxnis.train import (
+    Trainer,
+    TrainInfo,
+    TrainState,
+    check_kl_temper,
+    make_trainer,
+    single_channel,
+)
 from jaxnis.types import Array, PRNGKey, PyTree
 
 
@@ -351,8 +358,7 @@ class Integrator:
         if not 0.0 <= kl_fraction <= 1.0:
             raise ValueError(f"kl_fraction must be in [0, 1], got {kl_fraction}")
         self.kl_fraction = kl_fraction
-        if not 0.0 < kl_temper <= 1.0:
-            raise ValueError(f"kl_temper must be in (0, 1], got {kl_temper}")
+        check_kl_temper(kl_temper)
         n_ch = integrand.n_channels
         flow_options = defaults["flow"] | dict(flow or {})
         if n_ch > 1:

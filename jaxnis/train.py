@@ -45,6 +45,12 @@ _LOSSES = ("variance", "kl", "reverse_kl")
 TEMPER_SPAN = 0.5
 
 
+def check_kl_temper(kl_temper: float) -> None:
+    """Raise ``ValueError`` unless the KL phase's starting exponent is in ``(0, 1]``."""
+    if not 0.0 < kl_temper <= 1.0:
+        raise ValueError(f"kl_temper must be in (0, 1], got {kl_temper}")
+
+
 def kl_exponent(step: Array, kl_steps: int, kl_temper: float) -> Array:
     """The exponent ``beta`` of the KL phase's target ``|f|^beta`` at ``step``: ``kl_temper``
     at step 0, rising geometrically to 1 at ``TEMPER_SPAN * kl_steps`` and 1 after."""
@@ -309,8 +315,7 @@ def make_trainer(
         )
     if isinstance(kl_steps, bool) or not isinstance(kl_steps, int) or kl_steps < 0:
         raise ValueError(f"kl_steps must be an integer >= 0, got {kl_steps!r}")
-    if not 0.0 < kl_temper <= 1.0:
-        raise ValueError(f"kl_temper must be in (0, 1], got {kl_temper}")
+    check_kl_temper(kl_temper)
     if not 0.0 <= sigma_decay < 1.0:
         raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
     strata = _check_latent_strata(latent_strata, dim, n_ch, n)
