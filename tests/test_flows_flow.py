@@ -249,3 +249,86 @@ def test_wrong_context_or_parameters_raise_clear_errors():
                            jax.random.key(0)), x, jnp.ones(2))
     with pytest.raises(ValueError, match="n=5"):
         jax.eval_shape(lambda p: flow.sample(jax.random.key(0), p, 5, jnp.ones((4, 2))), params)
+
+
+DETACHED_CASES = {
+    # name: (flow, context of 24 events or None)
+    "binary-rqs-d5": (make_flow(5, hidden=(8,), n_bins=4), None),
+    "shared-context": (FLOW, (0.4, -0.8)),
+    "per-event-context": (FLOW, "per-event"),
+    "channel-flows": (make_flow(4, hidden=(8,), n_bins=4, context_dim=3, channel_flows=True),
+                      "one-hot"),
+    "checkerboard-quadratic-d4": (make_flow(4, hidden=(8,), n_bins=4, masks="checkerboard",
+                                            transform="quadratic"), None),
+    "random-linear-d3": (make_flow(3, hidden=(8,), n_bins=4, masks="random",
+                                   transform="linear"), None),
+    "d1-affine-context": (make_flow(1, hidden=(8,), n_layers=2, transform="affine",
+                                    context_dim=2), (0.3, -1.0)),
+}
+
+
+@pytest.mark.parametrize("name", list(DETACHED_CASES))
+def test_sample_detached_equals_sample_then_log_prob_at_fixed_points(name, dtype):
+    """One pass, no inverse: the same x and log q as sample, and the gradient of a loss of
+    log q (parameters and context) equal to that of log_prob at the stopped samples."""
+    flow, context = DETACHED_CASES[name]
+    n, key = 24, jax.random.key(7)
+    params = flow.init(jax.random.key(0), dtype)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.2 * jax.random.normal(k, p.shape, p.dtype)
+                                       for p, k in zip(leaves, keys, strict=True)])
+    if context == "per-event":
+        context = jax.random.normal(jax.random.key(3), (n, 2), dtype)
+    elif context == "one-hot":
+        context = channel_embedding(jnp.arange(n) % 3, 3, dtype)
+    elif context is not None:
+        context = jnp.asarray(context, dtype)
+    ctx_axis = 0 if context is not None and context.ndim == 2 else None
+
+    def loss(x, log_q):  # weights of a bump: a variance-like loss, nonlinear in log q
+        log_f = -jnp.sum((x - 0.4) ** 2, axis=-1) / 0.1
+        return jnp.mean(jnp.exp(2.0 * (log_f - log_q)) * (1.0 + jnp.sin(3.0 * x[:, 0])))
+
+    def one_pass(p, c):
+        x, log_q = flow.sample_detached(key, p, n, c)
+        return loss(x, log_q), (x, log_q)
+
+    def two_passes(p, c):
+        x, _ = flow.sample(key, jax.lax.stop_gradient(p), n, c)
+        x = jax.lax.stop_gradient(x)
+        log_q = jax.vmap(flow.log_prob, (None, 0, ctx_axis))(p, x, c)
+        return loss(x, log_q), (x, log_q)
+
+    argnums = 0 if context is None else (0, 1)
+    results = [jax.jit(jax.value_and_grad(f, argnums, has_aux=True))(params, context)
+               for f in (one_pass, two_passes)]
+    (value, (x, log_q)), grads = results[0]
+    (value2, (x2, log_q2)), grads2 = results[1]
+    np.testing.assert_allclose(x, x2, atol=tol(dtype, 1e-6, 1e-14))
+    np.testing.assert_allclose(log_q, log_q2, atol=tol(dtype, 2e-5, 1e-11))
+    np.testing.assert_allclose(value, value2, rtol=tol(dtype, 1e-4, 1e-10))
+    leaves, leaves2 = jax.tree.leaves(grads), jax.tree.leaves(grads2)
+    assert len(leaves) == len(leaves2) == len(jax.tree.leaves(params)) + (context is not None)
+    for g, g2 in zip(leaves, leaves2, strict=True):
+        scale = float(jnp.max(jnp.abs(g2)))
+        assert scale > 0.0
+        np.testing.assert_allclose(g, g2, atol=tol(dtype, 1e-4, 1e-10) * scale)
+
+
+def test_sample_detached_is_reverse_mode_only_and_checks_its_arguments():
+    flow = make_flow(3, hidden=(8,), n_bins=4)
+    params = flow.init(jax.random.key(0))
+
+    def mean_log_q(p):
+        return jnp.mean(flow.sample_detached(jax.random.key(1), p, 8)[1])
+
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(mean_log_q, (params,), (params,))
+    with pytest.raises(ValueError, match="needs a context"):
+        FLOW.sample_detached(jax.random.key(0), _params(jnp.float32), 4)
+    with pytest.raises(ValueError, match="n=5"):
+        FLOW.sample_detached(jax.random.key(0), _params(jnp.float32), 5, jnp.ones((4, 2)))
+    with pytest.raises(ValueError, match="structure"):
+        flow.sample_detached(jax.random.key(0), make_flow(3, hidden=(8, 8)).init(
+            jax.random.key(0)), 4)

@@ -188,6 +188,12 @@ class ElementwiseTransform:
     def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
         raise NotImplementedError
 
+    def _forward_slopes(self, params: Array, x: Array) -> tuple[Array, Array]:
+        """``dy/dx`` and ``d log(dy/dx) / dx`` of the forward map at ``x`` (``params``
+        fixed), element-wise; for :meth:`jaxnis.flows.Flow.sample_detached`."""
+        _, slopes = jax.jvp(lambda v: self._forward(params, v), (x,), (jnp.ones_like(x),))
+        return slopes
+
     def identity_params(self, dim: int, dtype=jnp.float32) -> Array:
         """Raw parameters ``[dim, n_params]`` of the identity map (all zeros)."""
         return jnp.zeros((dim, self.n_params), dtype)
@@ -378,6 +384,14 @@ class RationalQuadraticSpline(ElementwiseTransform):
 
     def _forward(self, params: Array, x: Array) -> tuple[Array, Array]:
         return _rqs_apply(self, False, params, x)
+
+    def _forward_slopes(self, params: Array, x: Array) -> tuple[Array, Array]:
+        # Only the in-bin map is differentiated (the generic rule would also carry zero
+        # tangents of the parameters through the bin geometry).
+        geometry = self._geometry(params, x, False)[3]
+        _, slopes = jax.jvp(lambda v: self._local(False, geometry, v), (x,),
+                            (jnp.ones_like(x),))
+        return slopes
 
     def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
         return _rqs_apply(self, True, params, y)
