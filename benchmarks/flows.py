@@ -26,9 +26,13 @@ Timed operations, per dimension ``d`` and batch ``N``:
   the points and their ``log q`` (no gradient).
 * ``train``: one training step of the score-function (MadNIS) kind: sample ``N`` points
   without gradient, evaluate a cheap integrand (a Gaussian of width ``0.2`` at the centre of
-  the cube), recompute ``log q`` of the current flow *with* gradient through the inverse
-  (density) pass, the variance loss, its gradient, and one Adam update (learning rate
-  ``1e-3``). jaxnis uses ``jaxnis.losses.variance_loss`` on log weights and ``optax.adam``
+  the cube), ``log q`` of the current flow *with* its gradient at the fixed points, the
+  variance loss, its gradient, and one Adam update (learning rate ``1e-3``). The same loss
+  and gradient on both sides, computed differently: MadNIS recomputes ``log q`` through the
+  inverse (density) pass with autograd; jaxnis uses ``Flow.sample_detached``, which gets the
+  gradient at fixed points from the sampling pass alone (no inverse pass; equal to the
+  two-pass gradient to rounding, see its tests; the breakdown times the two-pass step too).
+  jaxnis uses ``jaxnis.losses.variance_loss`` on log weights and ``optax.adam``
   with the whole step in one ``jax.jit`` compiled with ``jaxnis.compiler``'s options (as
   ``jaxnis.compiler.jit`` and the Integrator compile; on the CPU the YNNPACK fusion is off,
   see that module); MadNIS uses its own
@@ -53,10 +57,11 @@ and the ``log q`` returned by sampling agrees with ``log q`` recomputed by the i
 of the trained flow, and the losses are finite.
 
 A breakdown (``--breakdown D N``) times the parts of a training step separately: for
-jaxnis the sampling pass, the inverse pass alone, loss and gradient, the Adam update, and
-the gradient of the same flow with the spline replaced by a one-parameter element-wise map
-(``transform="affine"``: conditioners, scan and couplings without the spline); for MadNIS
-the stages of its step.
+jaxnis the sampling pass, the one-pass sample, loss and gradient, the inverse pass alone
+and the two-pass loss and gradient at stopped samples (what the step computed before
+``sample_detached``), the Adam update, and the two-pass gradient of the same flow with the
+spline replaced by a one-parameter element-wise map (``transform="affine"``: conditioners,
+scan and couplings without the spline); for MadNIS the stages of its step.
 
 On a GPU (``jax.devices('gpu')``) jaxnis is also timed there (and MadNIS on CUDA when
 PyTorch has it), at ``--gpu-batches``.
@@ -172,13 +177,21 @@ class JaxnisPeer:
 
         def train(key, params, opt_state):
             key, sub = jax.random.split(key)
-            x, _ = flow.sample(sub, jax.lax.stop_gradient(params), batch)
-            value, grads = jax.value_and_grad(loss)(params, jax.lax.stop_gradient(x))
+
+            def one_pass_loss(params):
+                x, log_q = flow.sample_detached(sub, params, batch)
+                return variance_loss(log_f(x), log_q)
+
+            value, grads = jax.value_and_grad(one_pass_loss)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return key, optax.apply_updates(params, updates), opt_state, value
 
+        def one_pass_loss(params, key):
+            x, log_q = flow.sample_detached(key, params, batch)
+            return variance_loss(log_f(x), log_q)
+
         self._fns = {"sample": sample, "train": train}
-        self._loss = loss
+        self._loss, self._one_pass_loss = loss, one_pass_loss
         self.compiled: dict[str, Any] = {}
         self.compile_info: dict[str, dict[str, float]] = {}
         self.last_loss = None
@@ -445,6 +458,8 @@ def breakdown(d: int, batch: int, peer_names, repeats: int, seed: int, log=print
         adam = jax.jit(adam)
         parts = {
             "sample (forward pass, RNG)": (peer.compiled["sample"], (peer.key, peer.params)),
+            "one pass: sample_detached + loss, value and gradient":
+                (jax.jit(jax.value_and_grad(peer._one_pass_loss)), (peer.params, peer.key)),
             "log_q via inverse pass, no gradient": (jax.jit(peer.log_prob), (peer.params, x)),
             "integrand + inverse pass + loss, value and gradient":
                 (jax.jit(jax.value_and_grad(peer._loss)), (peer.params, x)),
@@ -489,17 +504,21 @@ def breakdown(d: int, batch: int, peer_names, repeats: int, seed: int, log=print
 
 
 def breakdown_summary(bd: dict[str, Any]) -> dict[str, float]:
-    """Derived shares (CPU time): how much the gradient costs over the inverse pass, the
-    spline's share of the step (gradient minus the affine stand-in's), MadNIS's backward
-    over its forward."""
+    """Derived shares (CPU time): the one-pass gradient over the sampling pass, the
+    two-pass step (sampling pass + gradient through the inverse pass) over the one-pass, the
+    two-pass gradient over the inverse pass and the spline's share of it (minus the affine
+    stand-in's), MadNIS's backward over its forward."""
     out: dict[str, float] = {}
     j = {r["part"]: r["cpu_median_s"] for r in bd.get("jaxnis", [])}
     if j:
         vg = j["integrand + inverse pass + loss, value and gradient"]
+        one = j["one pass: sample_detached + loss, value and gradient"]
+        sample = j["sample (forward pass, RNG)"]
+        out["jaxnis_one_pass_over_sample"] = one / sample
+        out["jaxnis_two_pass_over_one_pass"] = (sample + vg) / one
         out["jaxnis_grad_over_inverse_pass"] = vg / j["log_q via inverse pass, no gradient"]
-        out["jaxnis_gradient_share_of_step"] = vg / j["whole training step"]
-        out["jaxnis_spline_share_of_step"] = (
-            (vg - j["stand-in: value and gradient, affine transform"]) / j["whole training step"])
+        out["jaxnis_spline_share_of_two_pass_gradient"] = (
+            (vg - j["stand-in: value and gradient, affine transform"]) / vg)
         out["jaxnis_affine_grad_over_inverse_pass"] = (
             j["stand-in: value and gradient, affine transform"]
             / j["stand-in: inverse pass, no gradient, affine transform"])
@@ -551,8 +570,9 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         f"splines with {N_BINS} bins, conditioners {len(HIDDEN)} x {HIDDEN[0]}, float32), "
         "samples per second, median of "
         f"{s['repeats']} timed calls after {s['warmup']} warm-up call(s), peers interleaved. "
-        "`train` = sample without gradient, Gaussian integrand, log q with gradient via the "
-        "inverse pass, variance loss, gradient, Adam update. Produced by "
+        "`train` = sample without gradient, Gaussian integrand, log q with its gradient at "
+        "the fixed points (jaxnis: from the sampling pass, `Flow.sample_detached`; MadNIS: "
+        "through the inverse pass), variance loss, gradient, Adam update. Produced by "
         "`benchmarks/flows.py`; see its docstring for the method.",
         _common.metadata_markdown(payload),
         "- threading: " + payload["threading"]["note"],
@@ -618,13 +638,15 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         lines = []
         if "jaxnis_grad_over_inverse_pass" in sm:
             lines += [
-                f"- jaxnis: value and gradient of the loss cost "
-                f"{sm['jaxnis_grad_over_inverse_pass']:.1f}x the inverse pass alone and "
-                f"{100 * sm['jaxnis_gradient_share_of_step']:.0f}% of the training step; the "
-                f"spline (gradient minus the affine stand-in's) "
-                f"{100 * sm['jaxnis_spline_share_of_step']:.0f}% of the step. With the affine "
-                f"stand-in the gradient costs "
-                f"{sm['jaxnis_affine_grad_over_inverse_pass']:.1f}x its inverse pass."]
+                f"- jaxnis: sample, loss and gradient in one pass (`sample_detached`) cost "
+                f"{sm['jaxnis_one_pass_over_sample']:.1f}x the sampling pass; the two-pass "
+                f"way (sampling pass, then value and gradient through the inverse pass) "
+                f"{sm['jaxnis_two_pass_over_one_pass']:.2f}x the one-pass. The two-pass "
+                f"gradient costs {sm['jaxnis_grad_over_inverse_pass']:.1f}x the inverse pass "
+                f"alone, {100 * sm['jaxnis_spline_share_of_two_pass_gradient']:.0f}% of it in "
+                f"the spline (minus the affine stand-in's); with the affine stand-in the "
+                f"gradient costs {sm['jaxnis_affine_grad_over_inverse_pass']:.1f}x its "
+                "inverse pass."]
         if "madnis_backward_over_forward" in sm:
             lines.append(f"- MadNIS: its backward costs "
                          f"{sm['madnis_backward_over_forward']:.1f}x its forward "
