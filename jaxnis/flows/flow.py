@@ -18,6 +18,9 @@ Example:
     >>> x, log_q = flow.sample(jax.random.key(1), params, 128)
     >>> x.shape, log_q.shape
     ((128, 4), (128,))
+
+For training, :meth:`Flow.sample_detached` draws the same points with a ``log q`` whose
+gradient is taken at those fixed points, from the sampling pass alone (no inverse pass).
 """
 
 from __future__ import annotations
