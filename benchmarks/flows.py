@@ -175,20 +175,15 @@ class JaxnisPeer:
         def loss(params, x):
             return variance_loss(log_f(x), self.log_prob(params, x))
 
-        def train(key, params, opt_state):
-            key, sub = jax.random.split(key)
-
-            def one_pass_loss(params):
-                x, log_q = flow.sample_detached(sub, params, batch)
-                return variance_loss(log_f(x), log_q)
-
-            value, grads = jax.value_and_grad(one_pass_loss)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return key, optax.apply_updates(params, updates), opt_state, value
-
         def one_pass_loss(params, key):
             x, log_q = flow.sample_detached(key, params, batch)
             return variance_loss(log_f(x), log_q)
+
+        def train(key, params, opt_state):
+            key, sub = jax.random.split(key)
+            value, grads = jax.value_and_grad(one_pass_loss)(params, sub)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return key, optax.apply_updates(params, updates), opt_state, value
 
         self._fns = {"sample": sample, "train": train}
         self._loss, self._one_pass_loss = loss, one_pass_loss

@@ -140,6 +140,11 @@ def make_selectors(masks: np.ndarray) -> Selectors:
     return Selectors(cond, trans, masks.astype(float), valid)
 
 
+def cast_selectors(selectors: Selectors, dtype) -> Selectors:
+    """The selectors as arrays of ``dtype`` (the products with them stay exact)."""
+    return Selectors(*(jnp.asarray(a, dtype) for a in selectors))
+
+
 def _select(matrix: Array, x: Array) -> Array:
     return jnp.matmul(matrix, x, precision=_HIGHEST)
 
@@ -154,6 +159,14 @@ def conditioner_input(sel_cond: Array, x: Array, context: Array | None) -> Array
     if not parts:
         return jnp.ones((1,), x.dtype)
     return jnp.concatenate(parts, axis=-1)
+
+
+def conditioner_raw(transform: ElementwiseTransform, net: nn.Module, net_params: Params,
+                    selectors: Selectors, x: Array, context: Array | None) -> Array:
+    """The transform's raw parameters ``[n_t, P]`` for one event ``x [d]``: the conditioner
+    on ``[S_C x, context]``, in ``x``'s dtype, one row per transformed entry."""
+    raw = net.apply(net_params, conditioner_input(selectors.cond, x, context))
+    return raw.astype(x.dtype).reshape(selectors.trans.shape[-2], transform.n_params)
 
 
 def coupling_apply(transform: ElementwiseTransform, net: nn.Module, net_params: Params,
@@ -173,9 +186,7 @@ def coupling_apply(transform: ElementwiseTransform, net: nn.Module, net_params: 
     Returns:
         ``y [d]`` and the scalar log-determinant of the applied direction.
     """
-    n_t = selectors.trans.shape[-2]
-    raw = net.apply(net_params, conditioner_input(selectors.cond, x, context))
-    raw = raw.astype(x.dtype).reshape(n_t, transform.n_params)
+    raw = conditioner_raw(transform, net, net_params, selectors, x, context)
     xt = _select(selectors.trans, x)
     fn = transform._inverse if inverse else transform._forward
     yt, ld = fn(raw, xt)
@@ -301,8 +312,8 @@ class CouplingLayer:
             raise ValueError(f"CouplingLayer of dim {self.dim} got input of shape {x.shape}")
         context = check_context(self.context_dim, context)
         check_params(params, self._expected_params, "CouplingLayer")
-        sel = Selectors(*(jnp.asarray(a, x.dtype) for a in self._selectors))
-        return coupling_apply(self.transform, self._net, params, sel, clamp_unit(x), context,
+        return coupling_apply(self.transform, self._net, params,
+                              cast_selectors(self._selectors, x.dtype), clamp_unit(x), context,
                               inverse)
 
     def forward_and_log_det(self, params: Params, x: ArrayLike,

@@ -40,9 +40,10 @@ from jaxnis.flows.coupling import (
     _check_context_dim,
     _check_hidden,
     _select,
+    cast_selectors,
     check_context,
     check_params,
-    conditioner_input,
+    conditioner_raw,
     coupling_apply,
     make_selectors,
 )
@@ -192,7 +193,7 @@ class Flow:
                              "use jax.vmap for batches")
         context = check_context(self.context_dim, context)
         self.check_params(params)
-        sel = Selectors(*(jnp.asarray(a, x.dtype) for a in self.selectors))
+        sel = cast_selectors(self.selectors, x.dtype)
 
         def body(carry, layer):
             z, logdet = carry
@@ -248,13 +249,7 @@ class Flow:
         Returns:
             ``x [n, d]`` and ``log q(x) [n]``.
         """
-        if dtype is None:
-            dtype = jax.tree.leaves(params)[0].dtype
-        context = check_context(self.context_dim, context, batched=True)
-        if context is not None and context.ndim == 2 and context.shape[0] != n:
-            raise ValueError(f"context of shape {context.shape} does not match n={n}")
-        ctx_axis = 0 if context is not None and context.ndim == 2 else None
-        u = jax.random.uniform(key, (n, self.dim), dtype)
+        u, context, ctx_axis = self._latent(key, params, n, context, dtype)
         x, logdet = jax.vmap(self.forward_and_log_det, in_axes=(None, 0, ctx_axis))(
             params, u, context)
         return x, -logdet
@@ -283,15 +278,20 @@ class Flow:
         ``jax.vjp`` (forward mode and second derivatives are not defined; use
         :meth:`log_prob` for those). ``context`` gets its gradient too.
         """
+        self.check_params(params)
+        u, context, ctx_axis = self._latent(key, params, n, context, dtype)
+        return _sample_detached(self, ctx_axis, params, u, context)
+
+    def _latent(self, key, params, n, context, dtype):
+        """Uniform latent points ``[n, d]`` (dtype: the parameters' by default), the
+        validated context and its vmap axis (0 per sample, ``None`` shared or absent)."""
         if dtype is None:
             dtype = jax.tree.leaves(params)[0].dtype
         context = check_context(self.context_dim, context, batched=True)
         if context is not None and context.ndim == 2 and context.shape[0] != n:
             raise ValueError(f"context of shape {context.shape} does not match n={n}")
-        self.check_params(params)
         ctx_axis = 0 if context is not None and context.ndim == 2 else None
-        u = jax.random.uniform(key, (n, self.dim), dtype)
-        return _sample_detached(self, ctx_axis, params, u, context)
+        return jax.random.uniform(key, (n, self.dim), dtype), context, ctx_axis
 
 
 def _rows(matrix: Array, z: Array) -> Array:
@@ -304,8 +304,6 @@ def _detached_pass(flow: Flow, ctx_axis, params: Params, u: Array, context):
     per layer the pullback of ``raw -> (f(u; raw), log f'(u; raw))`` (through the
     conditioner, ``u`` held fixed) and the slopes ``f'(u)``, ``d log f' / du``."""
     transform, net = flow.transform, flow._net
-    sel = Selectors(*(jnp.asarray(a, u.dtype) for a in flow.selectors))
-    n_t, n_par = sel.trans.shape[1], transform.n_params
 
     def body(carry, layer):
         z, logdet = carry
@@ -313,8 +311,7 @@ def _detached_pass(flow: Flow, ctx_axis, params: Params, u: Array, context):
 
         def transformed(theta, z, context):
             def one(z, c):
-                raw = net.apply(theta, conditioner_input(s.cond, z, c))
-                raw = raw.astype(z.dtype).reshape(n_t, n_par)
+                raw = conditioner_raw(transform, net, theta, s, z, c)
                 u_t = jax.lax.stop_gradient(_select(s.trans, z))
                 return transform._forward(raw, u_t), raw
             return jax.vmap(one, in_axes=(0, ctx_axis))(z, context)
@@ -326,8 +323,9 @@ def _detached_pass(flow: Flow, ctx_axis, params: Params, u: Array, context):
         return (z, logdet + jnp.sum(ld * s.valid, axis=-1)), (pullback, slopes)
 
     init = (clamp_unit(u), jnp.zeros(u.shape[:1], u.dtype))
+    sel = cast_selectors(flow.selectors, u.dtype)
     (x, logdet), residuals = jax.lax.scan(body, init, (params["layers"], sel))
-    return x, -logdet, (residuals, sel)
+    return x, -logdet, residuals
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -350,7 +348,7 @@ def _sample_detached_bwd(flow, ctx_axis, saved, cotangents):
     on the transformed entries and the input's on the others, and ``raw`` gets the pullback
     of ``(-alpha, -g)``, which also gives the conditioner's parameters and inputs theirs.
     The latent points get none (``x`` is detached)."""
-    ((pullbacks, slopes), sel), u, context = saved
+    (pullbacks, slopes), u, context = saved
     _, g = cotangents  # the cotangent of x is dropped: x is detached
 
     def body(cot_z, layer):
@@ -361,8 +359,8 @@ def _sample_detached_bwd(flow, ctx_axis, saved, cotangents):
         cot_z = cot_z * s.keep + _rows(s.trans.T, alpha) + ct_z
         return cot_z, (ct_theta, ct_context)
 
-    _, (ct_layers, ct_context) = jax.lax.scan(body, jnp.zeros_like(u),
-                                              (pullbacks, slopes, sel))
+    sel = cast_selectors(flow.selectors, u.dtype)  # constants: rebuilt, not saved
+    _, (ct_layers, ct_context) = jax.lax.scan(body, jnp.zeros_like(u), (pullbacks, slopes, sel))
     if context is not None:
         ct_context = jnp.sum(ct_context, axis=0)
     return {"layers": ct_layers}, jnp.zeros_like(u), ct_context
