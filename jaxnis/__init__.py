@@ -7,8 +7,9 @@ exact weights), :mod:`~jaxnis.physics` (matrix elements, PDFs, processes),
 :mod:`~jaxnis.train` (init/step kernels), :mod:`~jaxnis.pretrain` (VEGAS starts of a flow),
 :mod:`~jaxnis.integrate` (the front door), :mod:`~jaxnis.studies` (gradients, scans, fits),
 :mod:`~jaxnis.batching` (large batches in cache-sized chunks),
-:mod:`~jaxnis.compile_cache` (compiled programs kept on disk between runs) and
-:mod:`~jaxnis.compiler` (the XLA options jaxnis compiles its programs with).
+:mod:`~jaxnis.compile_cache` (compiled programs kept on disk between runs),
+:mod:`~jaxnis.compiler` (the XLA options jaxnis compiles its programs with) and
+:mod:`~jaxnis.host_memory` (large CPU programs reusing freed memory).
 Importing jaxnis does not import distrax: the distrax wrappers live in
 :mod:`jaxnis.flows.distrax_interop`.
 """
@@ -21,6 +22,7 @@ from jaxnis import (
     cuts,
     estimators,
     flows,
+    host_memory,
     integrate,
     kinematics,
     losses,
@@ -49,6 +51,7 @@ __all__ = [
     "cuts",
     "estimators",
     "flows",
+    "host_memory",
     "integrate",
     "kinematics",
     "losses",

@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         import jax
 
+        from jaxnis.host_memory import reuse_freed_memory
+
+        reuse_freed_memory()  # before the first computation; see jaxnis.host_memory
+
         jax.config.update("jax_enable_x64", not args.float32)
         if not args.no_cache:
             from jaxnis.compile_cache import cache_options
