@@ -60,6 +60,30 @@ def limit_cores(count: int | None) -> int:
     return count
 
 
+def reuse_host_memory() -> str:
+    """Apply ``jaxnis.host_memory.reuse_freed_memory`` for this benchmark process (every peer
+    in it runs with the same allocator settings); returns what happened, for the JSON.
+
+    Call it before JAX's first computation; in a process where JAX has already started (a
+    benchmark's smoke test), or with ``JAXNIS_REUSE_MEMORY=0`` set, it changes nothing and
+    says so.
+    """
+    import warnings
+
+    from jaxnis.host_memory import reuse_freed_memory
+
+    if os.environ.get("JAXNIS_REUSE_MEMORY") == "0":
+        return "allocator defaults (JAXNIS_REUSE_MEMORY=0)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        applied = reuse_freed_memory()
+    if applied:
+        return ("jaxnis.host_memory.reuse_freed_memory: glibc malloc without mmap or trimming "
+                "(every peer in this process), JAX's CPU dispatch synchronous")
+    reason = str(caught[0].message) if caught else "not glibc"
+    return f"allocator defaults (reuse_freed_memory not applied: {reason})"
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, logical/usable core counts, memory, OS and the load average at the call."""
     info: dict[str, Any] = {

@@ -742,6 +742,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     args = parse_args(argv)
     t_start = time.perf_counter()
     threading = configure_threads(args.threads)
+    host_memory = _common.reuse_host_memory()  # before JAX's first computation
     peer_names = list(dict.fromkeys(args.peers))
     notes = []
     if "madnis" in peer_names and not madnis_available():
@@ -766,6 +767,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
            f"OMP_WAIT_POLICY={threading['omp_wait_policy']}" if "torch_threads" in threading
            else ""))
     log(f"threading: {threading['note']}")
+    log(f"host memory: {host_memory}")
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     meta = {
         "benchmark": "flows",
@@ -779,7 +781,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
                      "dtype": "float32", "n_bins": N_BINS, "hidden": list(HIDDEN),
                      "masks": "binary", "learning_rate": LEARNING_RATE,
                      "integrand": f"Gaussian, sigma={SIGMA}, centre 0.5", "seed": args.seed,
-                     "fast_compile": args.fast_compile,
+                     "fast_compile": args.fast_compile, "host_memory": host_memory,
                      "jaxnis_compiler_options": {
                          **jaxnis_compiler.compiler_options(),
                          **(FAST_COMPILE if args.fast_compile else {})}},

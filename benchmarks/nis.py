@@ -632,6 +632,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     if args.merge:
         return merge(args.merge, args.out, args.name, args.note, log)
     threads = _common.limit_cores(args.threads)
+    host_memory = _common.reuse_host_memory()  # before JAX's first computation
     import jax
 
     machine = _common.machine_info()
@@ -657,7 +658,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
            "xs_fraction": XS_FRACTION,
            "jax_backend": jax.default_backend(),
            "x64": bool(jax.config.read("jax_enable_x64")),
-           "peer_process_chunk": 1024}
+           "peer_process_chunk": 1024, "host_memory": host_memory}
     if cfg["warm_rerun"]:
         cfg["compilation_cache"] = persistent_cache(jax)
     root = Path(__file__).resolve().parents[1]
@@ -668,6 +669,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     evaluator_compile: dict[str, float] = {}
+    log(f"host memory: {host_memory}")
     log(f"budgets: train {cfg['train_budget']} ({steps} x {args.batch_size}), final "
         f"{cfg['final_budget']}; tools {args.tools}")
     t_start = time.perf_counter()
