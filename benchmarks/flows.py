@@ -45,7 +45,11 @@ pool is sized from the process's CPU affinity) and PyTorch gets ``torch.set_num_
 of the same count. ``OMP_WAIT_POLICY=PASSIVE`` is set for PyTorch's OpenMP pool unless the
 variable is already set: on a shared, oversubscribed machine the default spin-waiting made
 PyTorch with 2 threads 5-10 times slower than with one; passive waiting removed that
-penalty, so it is MadNIS's best setting here. Timed: the median wall time of ``--repeats``
+penalty, so it is MadNIS's best setting here. Before JAX starts, the process applies
+``jaxnis.host_memory.reuse_freed_memory`` (glibc's malloc without ``mmap`` or trimming,
+JAX's CPU dispatch synchronous), for both peers alike; ``JAXNIS_REUSE_MEMORY=0`` runs with
+the allocator defaults instead (the large-batch steps then fault their temporaries in on
+every call). Timed: the median wall time of ``--repeats``
 calls after ``--warmup`` calls, the two peers interleaved call by call so that a shared
 machine loads them alike; JAX results are waited for with ``block_until_ready``. The
 process CPU time of every call is recorded too (all threads): on a loaded machine the wall
