@@ -80,7 +80,8 @@ def reuse_host_memory() -> str:
     if applied:
         return ("jaxnis.host_memory.reuse_freed_memory: glibc malloc without mmap or trimming "
                 "(every peer in this process), JAX's CPU dispatch synchronous")
-    reason = str(caught[0].message) if caught else "not glibc"
+    reasons = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    reason = reasons[0] if reasons else "not glibc"
     return f"allocator defaults (reuse_freed_memory not applied: {reason})"
 
 
