@@ -70,14 +70,18 @@ def reuse_host_memory() -> str:
     """
     import warnings
 
+    import jax
+
     from jaxnis.host_memory import reuse_freed_memory
 
     if os.environ.get("JAXNIS_REUSE_MEMORY") == "0":
         return "allocator defaults (JAXNIS_REUSE_MEMORY=0)"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        applied = reuse_freed_memory()
-    if applied:
+        options = reuse_freed_memory()
+    for name, value in options.items():
+        jax.config.update(name, value)
+    if options:
         return ("jaxnis.host_memory.reuse_freed_memory: glibc malloc without mmap or trimming "
                 "(every peer in this process), JAX's CPU dispatch synchronous")
     reasons = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]

@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from jaxnis.host_memory import reuse_freed_memory
 
-        reuse_freed_memory()  # before the first computation; see jaxnis.host_memory
-
+        # before the first computation; see jaxnis.host_memory
+        for name, value in reuse_freed_memory().items():
+            jax.config.update(name, value)
         jax.config.update("jax_enable_x64", not args.float32)
         if not args.no_cache:
             from jaxnis.compile_cache import cache_options

@@ -30,10 +30,13 @@ Integrator's runs in ``benchmarks/nis.py`` were not slower: camel4, two circles 
 in 14.7, 18.5 and 24.1 s against 16.1, 18.8 and 25.8 s, same numbers). Programs called
 from other Python threads still allocate on those threads.
 
-Both settings are process-wide, which a library must not change behind its caller's back:
-the application calls :func:`reuse_freed_memory` (``jaxnis demo`` and the benchmarks do)
-before JAX's first computation, since JAX reads the dispatch setting when it starts its
-CPU backend. Without glibc (macOS, musl) nothing changes.
+Both settings are process-wide, which a library must not change behind its caller's back.
+The application calls :func:`reuse_freed_memory` before JAX's first computation (JAX reads
+the dispatch setting when it starts its CPU backend); it sets glibc's malloc and returns
+the JAX settings, each of which the application applies to JAX's configuration, as with
+:func:`jaxnis.compile_cache.cache_options` (the README shows the two lines; ``jaxnis demo``
+and the benchmarks do it). Without glibc (macOS, musl) nothing changes and there is nothing
+to apply.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import warnings
+from typing import Any
 
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -59,26 +63,29 @@ def _jax_started() -> bool:
     return False if check is None else bool(check())
 
 
-def reuse_freed_memory() -> bool:
-    """Let large CPU programs reuse freed memory for the rest of the process (see the module
-    docstring). Call it before JAX's first computation.
+#: JAX's settings that go with the malloc settings (see the module docstring).
+JAX_OPTIONS: dict[str, Any] = {"jax_cpu_enable_async_dispatch": False}
 
-    Returns ``True`` when applied. Returns ``False``, changing nothing, where the C library is
-    not glibc, and, with a ``RuntimeWarning``, when JAX has already started its backends.
+
+def reuse_freed_memory() -> dict[str, Any]:
+    """Make glibc's malloc keep and reuse freed memory for the rest of the process, and return
+    the JAX settings for the application to apply (see the module docstring). Call it before
+    JAX's first computation.
+
+    Returns a copy of :data:`JAX_OPTIONS` when the malloc settings took effect; an empty dict,
+    changing nothing, where the C library is not glibc, and, with a ``RuntimeWarning``, when
+    JAX has already started its backends.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+        return {}
     if _jax_started():
         warnings.warn("reuse_freed_memory() must run before JAX's first computation (JAX "
                       "has started its backends); nothing changed", RuntimeWarning,
                       stacklevel=2)
-        return False
-    import jax
-
+        return {}
     libc = ctypes.CDLL(None)
     # mallopt returns 1 on success
     if not (libc.mallopt(_M_MMAP_MAX, 0) == 1
             and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER) == 1):
-        return False
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-    return True
+        return {}
+    return dict(JAX_OPTIONS)

@@ -18,10 +18,13 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 _SCRIPT = """
 import json, resource, statistics, sys
 applied = None
+import jax, jax.numpy as jnp
 if sys.argv[1] == "reuse":
     from jaxnis.host_memory import reuse_freed_memory
-    applied = reuse_freed_memory()
-import jax, jax.numpy as jnp
+    options = reuse_freed_memory()
+    for name, value in options.items():
+        jax.config.update(name, value)
+    applied = options == {"jax_cpu_enable_async_dispatch": False}
 n = 2_000_000
 def body(c, i):
     return c + 1.0, jnp.sin(c + i)
@@ -67,9 +70,9 @@ def test_refuses_once_jax_has_started():
     before = jax.config.read("jax_cpu_enable_async_dispatch")
     if GLIBC:
         with pytest.warns(RuntimeWarning, match="before JAX's first computation"):
-            assert host_memory.reuse_freed_memory() is False
+            assert host_memory.reuse_freed_memory() == {}
     else:
-        assert host_memory.reuse_freed_memory() is False
+        assert host_memory.reuse_freed_memory() == {}
     assert jax.config.read("jax_cpu_enable_async_dispatch") == before
 
 
@@ -77,5 +80,5 @@ def test_changes_nothing_without_glibc(monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("", ""))
     called = []
     monkeypatch.setattr(host_memory.ctypes, "CDLL", lambda *a: called.append(a))
-    assert host_memory.reuse_freed_memory() is False
+    assert host_memory.reuse_freed_memory() == {}
     assert called == []
