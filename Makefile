@@ -24,9 +24,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Every benchmark in turn, each writing benchmarks/results/: over an hour on 2 cores
+# (vegas_init.py alone takes about 40 minutes, nis.py 10-15).
+BENCHMARKS := phase_space flows gradients vegas_init nis nis_seeds
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python benchmarks/phase_space.py
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

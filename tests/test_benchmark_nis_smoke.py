@@ -1,4 +1,5 @@
-"""Smoke test of ``benchmarks/nis.py``: two tiny integrands, tiny budgets.
+"""Smoke tests of ``benchmarks/nis.py`` (two tiny integrands, tiny budgets) and of
+``benchmarks/nis_seeds.py`` (that benchmark over two seeds).
 
 Runs the benchmark's ``main`` into a temporary folder (never ``benchmarks/results/``) with
 every tool that is importable here: jaxnis always; vegas and madnis only when the optional
@@ -128,3 +129,41 @@ def test_integrand_implementations_agree(dtype):
         rtol = tol(dtype, 2e-5, 1e-11)
         np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol,
                                    atol=rtol * float(np.max(want)), err_msg=name)
+
+
+def test_nis_seeds_smoke(tmp_path):
+    """``benchmarks/nis_seeds.py``: one tiny run of ``nis.py`` per seed, then the statistics
+    over the seeds, recomputed here from the runs it lists."""
+    import nis_seeds
+
+    tools = ["jaxnis"] + [t for t, mods in (("vegas", ("vegas",)),) if _available(*mods)]
+    argv = ["--seeds", "0", "1", "--integrands", "annulus", "--tools", *tools,
+            "--train-budget", "2000", "--final-budget", "2000", "--budget-scale", "1",
+            "--batch-size", "500", "--vegas-iterations", "2",
+            "--out", str(tmp_path), "--name", "seeds"]
+    payload = nis_seeds.main(argv, log=lambda *_: None)
+
+    data = json.loads((tmp_path / "seeds.json").read_text())
+    assert "## Over the seeds" in (tmp_path / "seeds.md").read_text()
+    assert data["settings"]["seeds"] == [0, 1] and data["settings"]["final_budget"] == 2000
+    assert [(r["tool"], r["seed"]) for r in payload["rows"]] == [
+        (t, s) for t in tools for s in (0, 1)]
+    reference = integrands.get("annulus").reference
+    for entry in payload["summary"]:
+        runs = [r for r in payload["rows"] if r["tool"] == entry["tool"]]
+        dev = np.array([r["value"] for r in runs]) - reference
+        assert entry["rel_error_actual"] == pytest.approx(
+            math.sqrt(np.mean(dev**2)) / reference, rel=1e-12)
+        pulls = [r["pull"] for r in runs]
+        assert entry["pull_mean"] == pytest.approx(np.mean(pulls), rel=1e-12)
+        assert entry["pull_std"] == pytest.approx(np.std(pulls, ddof=1), rel=1e-12)
+        assert entry["efficiency_min"] <= entry["efficiency_median"] <= entry["efficiency_max"]
+        # two fixed seeds of a correct estimator: within a few of their own errors
+        assert abs(entry["pull_mean"]) < 4, entry
+    # each seed is its own run (jaxnis's seeds draw different events)
+    assert payload["rows"][0]["value"] != payload["rows"][1]["value"]
+    assert len(payload["targets"]) == (1 if len(tools) > 1 else 0)
+    with pytest.raises(SystemExit):
+        nis_seeds.main(["--seeds", "0", "--out", str(tmp_path)], log=lambda *_: None)
+    with pytest.raises(SystemExit):
+        nis_seeds.main(["--seed", "3", "--out", str(tmp_path)], log=lambda *_: None)
