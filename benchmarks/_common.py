@@ -248,6 +248,15 @@ def write_markdown(path: str | os.PathLike, title: str, sections: Sequence[str])
     return path
 
 
+def write_report(out: str | os.PathLike, name: str, title: str, payload: dict[str, Any],
+                 sections: Sequence[str]) -> tuple[Path, Path]:
+    """Write a benchmark's ``<out>/<name>.json`` (:func:`write_json`) and ``<out>/<name>.md``
+    (:func:`write_markdown`); returns both paths."""
+    out = Path(out)
+    return (write_json(out / f"{name}.json", payload),
+            write_markdown(out / f"{name}.md", title, sections))
+
+
 def si(value: float, digits: int = 3) -> str:
     """Compact engineering notation: ``2.35M``, ``812k``; ``-`` for missing values."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

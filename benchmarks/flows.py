@@ -844,11 +844,9 @@ def main(argv=None, log=print) -> dict[str, Any]:
         "notes": notes,
         "total_wall_s": time.perf_counter() - t_start,
     }
-    out = Path(args.out)
-    _common.write_json(out / f"{args.name}.json", payload)
-    _common.write_markdown(out / f"{args.name}.md", "Flow throughput: jaxnis vs MadNIS",
-                           markdown(payload))
-    log(f"wrote {out / (args.name + '.json')} and .md in {payload['total_wall_s']:.0f} s")
+    path, _ = _common.write_report(args.out, args.name, "Flow throughput: jaxnis vs MadNIS",
+                                   payload, markdown(payload))
+    log(f"wrote {path} and .md in {payload['total_wall_s']:.0f} s")
     return payload
 
 

@@ -83,6 +83,7 @@ import _common  # noqa: E402
 import integrands as itg  # noqa: E402
 
 TOOLS = ("jaxnis", "vegas", "madnis")
+TITLE = "Neural importance sampling: jaxnis vs vegas vs madnis"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "vegas", "madnis", "torch")
 XS_FRACTION = 1e-3
 
@@ -601,11 +602,8 @@ def merge(paths: list[Path], out: Path, name: str, notes: list[str], log=print) 
                            f"{part['date']}, {part['total_s']:.0f} s" for part in parts)
                + ").", *notes],
     )
-    _common.write_json(out / f"{name}.json", payload)
-    _common.write_markdown(out / f"{name}.md",
-                           "Neural importance sampling: jaxnis vs vegas vs madnis",
-                           markdown(payload))
-    log(f"wrote {out / (name + '.json')} and .md")
+    path, _ = _common.write_report(out, name, TITLE, payload, markdown(payload))
+    log(f"wrote {path} and .md")
     return payload
 
 
@@ -730,12 +728,8 @@ def main(argv=None, log=print) -> dict[str, Any]:
         "peer_integrand_compile_s": evaluator_compile, "total_s": total,
         "shared_machine": shared, "load_average_end": load_end, "notes": notes,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    _common.write_json(args.out / f"{args.name}.json", payload)
-    _common.write_markdown(args.out / f"{args.name}.md",
-                           "Neural importance sampling: jaxnis vs vegas vs madnis",
-                           markdown(payload))
-    log(f"wrote {args.out / (args.name + '.json')} and .md ({total:.0f} s)")
+    path, _ = _common.write_report(args.out, args.name, TITLE, payload, markdown(payload))
+    log(f"wrote {path} and .md ({total:.0f} s)")
     return payload
 
 

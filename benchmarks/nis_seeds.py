@@ -179,12 +179,10 @@ def main(argv=None, log=print) -> dict[str, Any]:
         "summary": summary, "targets": targets(summary), "rows": rows,
         "total_s": time.perf_counter() - t0,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    _common.write_json(args.out / f"{args.name}.json", payload)
-    _common.write_markdown(args.out / f"{args.name}.md",
-                           "Neural importance sampling over seeds: jaxnis vs vegas vs madnis",
-                           markdown(payload))
-    log(f"wrote {args.out / (args.name + '.json')} and .md ({payload['total_s']:.0f} s)")
+    path, _ = _common.write_report(
+        args.out, args.name, "Neural importance sampling over seeds: jaxnis vs vegas vs madnis",
+        payload, markdown(payload))
+    log(f"wrote {path} and .md ({payload['total_s']:.0f} s)")
     return payload
 
 

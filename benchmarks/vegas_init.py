@@ -352,8 +352,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
         "results": results,
         "notes": list(args.note),
     }
-    _common.write_json(args.out / f"{args.name}.json", payload)
-    _common.write_markdown(args.out / f"{args.name}.md", TITLE, [render(payload)])
+    _common.write_report(args.out, args.name, TITLE, payload, [render(payload)])
     return payload
 
 
