@@ -41,7 +41,8 @@ DEFAULT_INTEGRANDS = ("gauss16", "two_circles", "annulus")
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # no abbreviations: --seed must reach the check below, not be taken for --seeds
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--integrands", nargs="+", default=list(DEFAULT_INTEGRANDS))
     p.add_argument("--out", type=Path, default=_common.RESULTS_DIR)
@@ -49,8 +50,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     args, passed = p.parse_known_args(argv)
     if len(args.seeds) < 2 or len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds needs at least two different seeds, got {args.seeds}")
+    given = {a.split("=")[0] for a in passed}
     for option in ("--seed", "--merge", "--out", "--name"):
-        if option in passed:
+        if option in given:
             p.error(f"{option} is set by this script")
     return args, passed
 

@@ -165,5 +165,8 @@ def test_nis_seeds_smoke(tmp_path):
     assert len(payload["targets"]) == (1 if len(tools) > 1 else 0)
     with pytest.raises(SystemExit):
         nis_seeds.main(["--seeds", "0", "--out", str(tmp_path)], log=lambda *_: None)
-    with pytest.raises(SystemExit):
-        nis_seeds.main(["--seed", "3", "--out", str(tmp_path)], log=lambda *_: None)
+    for wrong in (["--seed", "3"], ["--seed=3"], ["--merge", "a.json"]):
+        with pytest.raises(SystemExit, match="2"):
+            nis_seeds.parse_args(["--seeds", "0", "1", *wrong])
+    assert nis_seeds.parse_args(["--seeds", "0", "1", "--tools", "vegas"])[1] == [
+        "--tools", "vegas"]
