@@ -58,11 +58,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def aggregate(rows: list[dict[str, Any]], references: dict[str, float]) -> list[dict]:
-    """One entry per (integrand, tool) over its seeds (see the module docstring)."""
+    """One entry per (integrand, tool) over its seeds (see the module docstring), in the
+    order of ``rows``."""
     out = []
-    keys = sorted({(r["integrand"], r["tool"]) for r in rows},
-                  key=lambda k: (list(references).index(k[0]), nis.TOOLS.index(k[1])))
-    for integrand, tool in keys:
+    for integrand, tool in dict.fromkeys((r["integrand"], r["tool"]) for r in rows):
         mine = [r for r in rows if (r["integrand"], r["tool"]) == (integrand, tool)]
         ref = references[integrand]
         dev = np.array([r["value"] - ref for r in mine])
@@ -81,29 +80,19 @@ def aggregate(rows: list[dict[str, Any]], references: dict[str, float]) -> list[
     return out
 
 
-def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """jaxnis over the best peer on the medians (and on the actual errors), per integrand."""
-    out = []
-    for integrand in dict.fromkeys(s["integrand"] for s in summary):
-        by_tool = {s["tool"]: s for s in summary if s["integrand"] == integrand}
-        peers = [s for t, s in by_tool.items() if t != "jaxnis"]
-        if "jaxnis" not in by_tool or not peers:
-            continue
-        j = by_tool["jaxnis"]
-        best_err = min(peers, key=lambda s: s["rel_error_median"])
-        best_actual = min(peers, key=lambda s: s["rel_error_actual"])
-        best_eff = max(peers, key=lambda s: s["efficiency_median"])
-        out.append({
-            "integrand": integrand,
-            "rel_error_ratio": j["rel_error_median"] / best_err["rel_error_median"],
-            "best_error_peer": best_err["tool"],
-            "actual_error_ratio": j["rel_error_actual"] / best_actual["rel_error_actual"],
-            "best_actual_peer": best_actual["tool"],
-            "efficiency_ratio": (j["efficiency_median"] / best_eff["efficiency_median"]
-                                 if best_eff["efficiency_median"] > 0 else math.inf),
-            "best_efficiency_peer": best_eff["tool"],
-        })
-    return out
+def targets(summary: list[dict[str, Any]], cases: dict[str, Any]) -> list[dict[str, Any]]:
+    """``nis.targets`` on the medians over the seeds (quoted error, efficiency, pull mean,
+    wall time), with the error ratio also on the actual errors; integrands with peers only."""
+    def rows(error: str) -> list[dict[str, Any]]:
+        return [{"integrand": s["integrand"], "tool": s["tool"], "rel_error": s[error],
+                 "unweighting_efficiency": s["efficiency_median"], "pull": s["pull_mean"],
+                 "wall_s": s["wall_median_s"]} for s in summary]
+
+    quoted = nis.targets(rows("rel_error_median"), cases)
+    actual = nis.targets(rows("rel_error_actual"), cases)
+    return [q | {"actual_error_ratio": a["rel_error_ratio"], "best_actual_peer":
+                 a["best_error_peer"]} for q, a in zip(quoted, actual, strict=True)
+            if "rel_error_ratio" in q]
 
 
 def markdown(payload: dict[str, Any]) -> list[str]:
@@ -152,7 +141,6 @@ def markdown(payload: dict[str, Any]) -> list[str]:
 def main(argv=None, log=print) -> dict[str, Any]:
     """Run ``nis.py`` once per seed; write ``<out>/<name>.json`` and ``.md``; return them."""
     args, passed = parse_args(argv)
-    host_memory = _common.reuse_host_memory()  # before JAX's first computation
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     first: dict[str, Any] = {}
@@ -170,15 +158,15 @@ def main(argv=None, log=print) -> dict[str, Any]:
     rows.sort(key=lambda r: (list(references).index(r["integrand"]),
                              nis.TOOLS.index(r["tool"]), r["seed"]))
     summary = aggregate(rows, references)
-    settings = {k: v for k, v in first["settings"].items()
-                if k not in ("seed", "host_memory", "warm_rerun")}
+    cases = {name: nis.itg.get(name) for name in references}
+    # the first run applied jaxnis.host_memory for the whole process (its record says so)
+    settings = {k: v for k, v in first["settings"].items() if k not in ("seed", "warm_rerun")}
     payload = {
         "benchmark": "nis_seeds", "date": _common.utc_now(), "machine": first["machine"],
         "versions": first["versions"],
-        "settings": {**settings, "seeds": args.seeds, "host_memory": host_memory,
-                     "nis_options": passed},
+        "settings": {**settings, "seeds": args.seeds, "nis_options": passed},
         "integrands": first["integrands"], "skipped_tools": first["skipped_tools"],
-        "summary": summary, "targets": targets(summary), "rows": rows,
+        "summary": summary, "targets": targets(summary, cases), "rows": rows,
         "total_s": time.perf_counter() - t0,
     }
     path, _ = _common.write_report(
