@@ -289,8 +289,8 @@ class Integrator:
             ``n_iter``, ``n_per_iter`` (per channel), ``n_bins``, ``alpha``. Its evaluations
             count in ``n_eval``; the uniform warm-up is switched off (the flow starts from
             VEGAS). Off by default: measured in ``benchmarks/results/vegas_init.md``, it helps
-            where VEGAS finds every peak (4-d camels, rotated Gaussian, annulus) and hurts
-            where it loses or invents peaks (8-d camels).
+            where VEGAS finds every peak (4-d camels, rotated Gaussian, annulus, Drell-Yan)
+            and hurts where it loses or invents peaks (8-d camels).
         latent_strata: stratify the refine batches' uniform numbers over hypercubes of the
             latent cube, two events per hypercube (see :func:`jaxnis.train.make_trainer`):
             ``True`` for ``jaxnis.vegas.default_strata(dim, batch_size, 0)`` cells per axis
