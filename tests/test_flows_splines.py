@@ -23,6 +23,7 @@ from jaxnis.flows import (
     rqs_params_from_knots,
 )
 from jaxnis.flows.masks import validate_masks
+from jaxnis.flows.splines import _rqs_apply
 from tests.conftest import tol
 
 
@@ -281,11 +282,14 @@ def test_permutation_bijector():
 
 
 @pytest.mark.x64
+@pytest.mark.parametrize("lead", [False, True])
 @pytest.mark.parametrize("inverse", [False, True])
-def test_rqs_derivative_rule_equals_autodiff_of_the_same_composition(inverse):
+def test_rqs_derivative_rule_equals_autodiff_of_the_same_composition(inverse, lead):
     """The spline's hand-written derivative rule (for speed) against plain autodiff of the
     same search -> geometry -> local map, in float64: first derivatives in both modes
-    (parameters and input) and a second derivative, to 1e-6 relative."""
+    (parameters and input) and a second derivative, to 1e-6 relative. ``lead``: the rule
+    in the layout of a flow's batched passes (parameters ``[P, ...]``, bins picked by
+    masked sums), against autodiff of the per-event layout."""
     spline = RationalQuadraticSpline(n_bins=5, min_derivative=1e-2)
     rng = np.random.default_rng(3)
     raw = jnp.asarray(rng.normal(0.0, 1.5, (12, spline.n_params)), jnp.float64)
@@ -295,6 +299,8 @@ def test_rqs_derivative_rule_equals_autodiff_of_the_same_composition(inverse):
         return spline._local(inverse, spline._geometry(p, u, inverse)[3], u)
 
     def ruled(p, u):
+        if lead:
+            return _rqs_apply(spline, inverse, True, jnp.moveaxis(p, -1, 0), u)
         return spline._inverse(p, u) if inverse else spline._forward(p, u)
 
     def scalar(fn):
@@ -315,3 +321,6 @@ def test_rqs_derivative_rule_equals_autodiff_of_the_same_composition(inverse):
                                      jax.jacfwd(fn, (0, 1))(p, u), second(fn)(p, u)))
 
     close(everything(ruled)(raw, v), everything(plain)(raw, v))
+    if not inverse:  # the slopes of Flow.sample_detached, in both layouts
+        close(spline._forward_slopes_lead(jnp.moveaxis(raw, -1, 0), v),
+              spline._forward_slopes(raw, v))

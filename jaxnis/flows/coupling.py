@@ -23,6 +23,10 @@ Conditioner output layout: for a layer transforming ``n_t`` dimensions (padded w
 transform of ``P`` raw parameters, outputs ``[r * P:(r + 1) * P]`` are the raw parameters
 of the ``r``-th transformed dimension (dimensions in increasing index order), i.e. the
 output reshaped to ``[n_t, P]``.
+
+Batches: :func:`coupling_apply` and :func:`conditioner_raw` act on one event (a flow vmaps
+them); :func:`conditioner_rows` gives a whole batch's raw parameters as ``[P, n_t, n]``,
+rows of events, from the same parameters, for the flow's batched passes.
 """
 
 from __future__ import annotations
@@ -167,6 +171,81 @@ def conditioner_raw(transform: ElementwiseTransform, net: nn.Module, net_params:
     on ``[S_C x, context]``, in ``x``'s dtype, one row per transformed entry."""
     raw = net.apply(net_params, conditioner_input(selectors.cond, x, context))
     return raw.astype(x.dtype).reshape(selectors.trans.shape[-2], transform.n_params)
+
+
+def rows_of(matrix: Array, z: Array) -> Array:
+    """``matrix @ z.T``: for a 0/1 selection ``matrix [m, d]`` and events ``z [n, d]``, the
+    selected entries as rows of events ``[m, n]`` (exact; HIGHEST as in :func:`_select`)."""
+    return jax.lax.dot_general(matrix, z, (((1,), (1,)), ((), ())), precision=_HIGHEST)
+
+
+def events_of(matrix: Array, rows: Array) -> Array:
+    """``rows.T @ matrix``: rows ``[m, n]`` put back at the places ``matrix [m, d]`` selects,
+    as events ``[n, d]`` (the transpose of :func:`rows_of`)."""
+    return jax.lax.dot_general(rows, matrix, (((0,), (0,)), ((), ())), precision=_HIGHEST)
+
+
+def _block_outer(select: Array, x: Array) -> Array:
+    """``[n, blocks * in]``: each event's input in its block's slot (see BlockDense)."""
+    return (select[:, :, None] * x[:, None, :]).reshape(x.shape[0], -1)
+
+
+def mlp_rows(net: MLP, variables: Params, x: Array, out_order: np.ndarray) -> Array:
+    """:class:`MLP` ``net`` on a batch ``x [n, in]``, outputs as rows ``[out, n]``.
+
+    The same network as ``jax.vmap(net.apply, (None, 0))(variables, x)[:, out_order].T``
+    (equal up to the order of the sums), computed without that transpose: the output
+    layer's kernel is transposed instead (``[out, hidden]``, a few thousand numbers), and
+    the product ``kernel @ h.T`` gives the rows directly. ``out_order`` permutes the
+    outputs (``out_order[i]`` is the output of row ``i``).
+    """
+    p = variables["params"]
+    if net.blocks == 1:
+        h = x
+        for i in range(len(net.hidden)):
+            layer = p[f"Dense_{i}"]
+            h = net.activation(jnp.matmul(h, layer["kernel"]) + layer["bias"])
+        kernel = p["output"]["kernel"][:, out_order].T
+        bias = p["output"]["bias"][out_order][:, None]
+        return jax.lax.dot_general(kernel, h, (((1,), (1,)), ((), ()))) + bias
+    select, h = x[:, -net.blocks:], x[:, :-net.blocks]
+    if h.shape[-1] == 0:  # nothing to condition on: a constant input per block
+        h = jnp.ones((x.shape[0], 1), x.dtype)
+    for i in range(len(net.hidden)):
+        layer = p[f"BlockDense_{i}"]
+        kernel = layer["kernel"].reshape(-1, layer["kernel"].shape[-1])
+        h = net.activation(jnp.matmul(_block_outer(select, h), kernel)
+                           + jnp.matmul(select, layer["bias"]))
+    out = p["output"]
+    kernel = out["kernel"][..., out_order].reshape(-1, len(out_order)).T
+    bias = out["bias"][:, out_order].T
+    dims = (((1,), (1,)), ((), ()))
+    return (jax.lax.dot_general(kernel, _block_outer(select, h), dims)
+            + jax.lax.dot_general(bias, select, dims))
+
+
+def conditioner_rows(transform: ElementwiseTransform, net: MLP, net_params: Params,
+                     selectors: Selectors, z: Array, context: Array | None) -> Array:
+    """The transform's raw parameters for a batch ``z [n, d]``, parameters leading:
+    ``[P, n_t, n]`` (what :func:`conditioner_raw` gives per event, ``[n_t, P]``, moved).
+
+    ``context`` is ``None``, ``[context_dim]`` (shared) or ``[n, context_dim]``. This is
+    the layout of a flow's batched passes: the spline then works on rows of ``n`` events
+    (see ``jaxnis.flows.splines._rqs_apply``).
+    """
+    n = z.shape[0]
+    parts = []
+    if selectors.cond.shape[-2] > 0:
+        parts.append(jnp.matmul(z, selectors.cond.T, precision=_HIGHEST))
+    if context is not None:
+        context = context.astype(z.dtype)
+        parts.append(jnp.broadcast_to(context, (n, context.shape[-1])))
+    x = jnp.concatenate(parts, axis=-1) if parts else jnp.ones((n, 1), z.dtype)
+    n_t, n_p = selectors.trans.shape[-2], transform.n_params
+    # Row p * n_t + r holds output r * P + p (parameter p of transformed entry r).
+    out_order = np.arange(n_t * n_p).reshape(n_t, n_p).T.reshape(-1)
+    raw = mlp_rows(net, net_params, x, out_order)
+    return raw.astype(z.dtype).reshape(n_p, n_t, n)
 
 
 def coupling_apply(transform: ElementwiseTransform, net: nn.Module, net_params: Params,
@@ -334,6 +413,10 @@ __all__ = [
     "check_context",
     "check_params",
     "conditioner_input",
+    "conditioner_rows",
     "coupling_apply",
+    "events_of",
     "make_selectors",
+    "mlp_rows",
+    "rows_of",
 ]
