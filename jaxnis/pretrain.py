@@ -347,9 +347,12 @@ def with_grid(sampler, grids: ArrayLike) -> Sampler:
 
 
 def as_sampler(flow) -> Sampler:
-    """A flow as a :class:`jaxnis.train.Sampler` (no grid)."""
+    """A flow as a :class:`jaxnis.train.Sampler` (no grid), with its batched maps if it has
+    them."""
     return Sampler(init=flow.init, forward_and_log_det=flow.forward_and_log_det,
-                   inverse_and_log_det=flow.inverse_and_log_det)
+                   inverse_and_log_det=flow.inverse_and_log_det,
+                   forward_batch=getattr(flow, "forward_batch", None),
+                   inverse_batch=getattr(flow, "inverse_batch", None))
 
 
 def vegas_start(flow: Flow, grids: ArrayLike, key: PRNGKey, *, method: str | None = None,

@@ -161,11 +161,18 @@ class Sampler(NamedTuple):
     ``forward_and_log_det(params, u, context) -> (r, logdet)`` for one event; the sampling
     density is ``log q(r) = -logdet``. ``inverse_and_log_det(params, r, context)`` returns
     ``(u, log q(r))``. ``context`` is ``None`` or a vector.
+
+    ``forward_batch`` and ``inverse_batch`` (optional) are the same maps on a batch
+    ``[n, d]`` with a context ``[n, C]`` or ``None`` (a flow's
+    :meth:`~jaxnis.flows.Flow.forward_batch`); when given, :func:`make_trainer` calls them
+    instead of ``jax.vmap`` of the per-event functions.
     """
 
     init: Callable[[PRNGKey], Params]
     forward_and_log_det: Callable[..., tuple[Array, Array]]
     inverse_and_log_det: Callable[..., tuple[Array, Array]]
+    forward_batch: Callable[..., tuple[Array, Array]] | None = None
+    inverse_batch: Callable[..., tuple[Array, Array]] | None = None
 
 
 class Trainer(NamedTuple):
@@ -331,11 +338,22 @@ def make_trainer(
     def context(channel):
         return jax.nn.one_hot(channel, n_ch) if n_ch > 1 else None
 
+    forward_batch = getattr(sampler, "forward_batch", None)
+    inverse_batch = getattr(sampler, "inverse_batch", None)
+
     def flow_forward(flow_params, u, channel):
-        return sampler.forward_and_log_det(flow_params, u, context(channel))
+        """``r [N, d]`` and ``log|det dr/du| [N]`` of a batch (channels ``[N]``)."""
+        if forward_batch is not None:
+            return forward_batch(flow_params, u, context(channel))
+        return jax.vmap(lambda u, c: sampler.forward_and_log_det(flow_params, u, context(c)))(
+            u, channel)
 
     def flow_log_q(flow_params, r, channel):
-        return sampler.inverse_and_log_det(flow_params, r, context(channel))[1]
+        """``log q(r) [N]`` of a batch (channels ``[N]``)."""
+        if inverse_batch is not None:
+            return inverse_batch(flow_params, r, context(channel))[1]
+        return jax.vmap(
+            lambda r, c: sampler.inverse_and_log_det(flow_params, r, context(c))[1])(r, channel)
 
     def log_alpha(params, log_prior, features, channel, active):
         """``[N]`` log channel weight of each event's own channel."""
@@ -383,7 +401,7 @@ def make_trainer(
         return step < kl_steps, kl_exponent(step, kl_steps, kl_temper)
 
     def loss_fn(params, batch: _Batch, log_q_sampled, active, kl_phase, shift, beta):
-        log_q = jax.vmap(flow_log_q, (None, 0, 0))(params["flow"], batch.r, batch.channel)
+        log_q = flow_log_q(params["flow"], batch.r, batch.channel)
         log_f = batch.log_fj + log_alpha(params, batch.log_prior, batch.features,
                                          batch.channel, active)
         return objective(log_f, log_q, batch, log_q_sampled, kl_phase, shift, beta)
@@ -454,7 +472,7 @@ def make_trainer(
         flow_params = jax.lax.stop_gradient(state.params["flow"])
 
         def from_flow(u):
-            r, logdet = jax.vmap(flow_forward, (None, 0, 0))(flow_params, u, channel)
+            r, logdet = flow_forward(flow_params, u, channel)
             return r, -logdet
 
         def from_uniform(u):

@@ -319,10 +319,10 @@ def test_sample_detached_equals_sample_then_log_prob_at_fixed_points(name, dtype
 
 
 @pytest.mark.parametrize("name", list(DETACHED_CASES))
-def test_sample_is_the_per_event_map_on_rows_of_events(name, dtype):
-    """sample runs the layers on rows of events (conditioner_rows, the transforms'
-    parameters leading): the same points and densities as the per-event map under vmap,
-    and the same gradient of a loss through the samples (reparametrisation)."""
+def test_batch_methods_are_the_per_event_maps_on_rows_of_events(name, dtype):
+    """sample and the batch methods run the layers on rows of events (conditioner_rows, the
+    transforms' parameters leading): the same points and densities as the per-event maps
+    under vmap, and the same gradients (through the samples, and of the inverse pass)."""
     flow, context = DETACHED_CASES[name]
     n, key = 24, jax.random.key(5)
     params = jax.tree.map(lambda p: p + 0.3 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
@@ -344,14 +344,39 @@ def test_sample_is_the_per_event_map_on_rows_of_events(name, dtype):
         x, logdet = jax.vmap(flow.forward_and_log_det, (None, 0, ctx_axis))(p, u, context)
         return jnp.sum(jnp.sin(4.0 * x)) + jnp.mean(-logdet), (x, -logdet)
 
+    def close_grads(g1, g2):
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+            scale = float(jnp.max(jnp.abs(b)))
+            np.testing.assert_allclose(a, b, atol=tol(dtype, 1e-4, 1e-10) * max(scale, 1e-3))
+
     (v1, (x1, lq1)), g1 = jax.jit(jax.value_and_grad(rows, has_aux=True))(params)
     (v2, (x2, lq2)), g2 = jax.jit(jax.value_and_grad(per_event, has_aux=True))(params)
     np.testing.assert_allclose(x1, x2, atol=tol(dtype, 1e-6, 1e-14))
     np.testing.assert_allclose(lq1, lq2, atol=tol(dtype, 2e-5, 1e-11))
     assert np.ptp(np.asarray(lq1)) > 0.1  # a map that is not the identity
-    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
-        scale = float(jnp.max(jnp.abs(b)))
-        np.testing.assert_allclose(a, b, atol=tol(dtype, 1e-4, 1e-10) * max(scale, 1e-3))
+    close_grads(g1, g2)
+
+    # The density direction and log_prob on a batch, two events outside the cube.
+    x = x1.at[:2, 0].set(jnp.asarray([-0.1, 1.5], dtype))
+
+    def batched(p):
+        u, ld = flow.inverse_batch(p, x, context)
+        lp = flow.log_prob_batch(p, x, context)
+        return jnp.sum(jnp.cos(3.0 * u[2:])) + jnp.mean(ld[2:]) + jnp.mean(lp[2:]), (u, ld, lp)
+
+    def vmapped(p):
+        u, ld = jax.vmap(flow.inverse_and_log_det, (None, 0, ctx_axis))(p, x, context)
+        lp = jax.vmap(flow.log_prob, (None, 0, ctx_axis))(p, x, context)
+        return jnp.sum(jnp.cos(3.0 * u[2:])) + jnp.mean(ld[2:]) + jnp.mean(lp[2:]), (u, ld, lp)
+
+    (_, (u1, ld1, lp1)), g1 = jax.jit(jax.value_and_grad(batched, has_aux=True))(params)
+    (_, (u2, ld2, lp2)), g2 = jax.jit(jax.value_and_grad(vmapped, has_aux=True))(params)
+    np.testing.assert_allclose(u1[2:], u2[2:], atol=tol(dtype, 2e-6, 1e-13))
+    np.testing.assert_allclose(ld1[2:], ld2[2:], atol=tol(dtype, 2e-5, 1e-11))
+    np.testing.assert_array_equal(lp1[:2], -np.inf)
+    np.testing.assert_allclose(lp1[2:], lp2[2:], atol=tol(dtype, 2e-5, 1e-11))
+    np.testing.assert_allclose(lp1[2:], lq1[2:], atol=tol(dtype, 2e-5, 1e-11))  # sampled
+    close_grads(g1, g2)
 
 
 @pytest.mark.parametrize("blocks", [1, 3])
@@ -367,6 +392,22 @@ def test_mlp_rows_is_the_vmapped_network_transposed(blocks):
     order = np.array([3, 0, 5, 1, 4, 2])
     want = jax.vmap(net.apply, (None, 0))(variables, x)[:, order].T
     np.testing.assert_allclose(mlp_rows(net, variables, x, order), want, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_methods_check_their_arguments():
+    flow = make_flow(3, hidden=(8,), n_bins=4, context_dim=2)
+    params = flow.init(jax.random.key(0))
+    x = jnp.full((5, 3), 0.5)
+    with pytest.raises(ValueError, match=r"expected \[n, 3\]"):
+        flow.forward_batch(params, x[0], jnp.ones(2))
+    with pytest.raises(ValueError, match=r"expected \[n, 3\]"):
+        flow.inverse_batch(params, x[:, :2], jnp.ones(2))
+    with pytest.raises(ValueError, match="5 events"):
+        flow.log_prob_batch(params, x, jnp.ones((4, 2)))
+    with pytest.raises(ValueError, match="needs a context"):
+        flow.forward_batch(params, x)
+    with pytest.raises(ValueError, match="structure"):
+        flow.inverse_batch(make_flow(3).init(jax.random.key(0)), x, jnp.ones(2))
 
 
 def test_sample_detached_is_reverse_mode_only_and_checks_its_arguments():

@@ -7,7 +7,9 @@
 * :mod:`~jaxnis.flows.flow`: :func:`make_flow`, layers stacked and run by ``lax.scan``.
 
 Bijectors follow distrax's naming, ``forward_and_log_det(params, x) -> (y, logdet)`` and
-``inverse_and_log_det(params, y) -> (x, logdet)``, on one event (batch with ``jax.vmap``).
+``inverse_and_log_det(params, y) -> (x, logdet)``, on one event (batch with ``jax.vmap``;
+a :class:`Flow` also has ``forward_batch``, ``inverse_batch`` and ``log_prob_batch``, faster
+on the CPU).
 ``jaxnis.flows.distrax_interop`` wraps them for distrax; it is not imported here, so this
 package does not need distrax.
 """

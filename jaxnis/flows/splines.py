@@ -230,6 +230,9 @@ class ElementwiseTransform:
     def _forward_lead(self, params: Array, x: Array) -> tuple[Array, Array]:
         return self._forward(jnp.moveaxis(params, 0, -1), x)
 
+    def _inverse_lead(self, params: Array, y: Array) -> tuple[Array, Array]:
+        return self._inverse(jnp.moveaxis(params, 0, -1), y)
+
     def _forward_slopes_lead(self, params: Array, x: Array) -> tuple[Array, Array]:
         return self._forward_slopes(jnp.moveaxis(params, 0, -1), x)
 
@@ -467,6 +470,9 @@ class RationalQuadraticSpline(ElementwiseTransform):
 
     def _inverse(self, params: Array, y: Array) -> tuple[Array, Array]:
         return _rqs_apply(self, True, False, params, y)
+
+    def _inverse_lead(self, params: Array, y: Array) -> tuple[Array, Array]:
+        return _rqs_apply(self, True, True, params, y)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
