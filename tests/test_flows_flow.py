@@ -269,24 +269,29 @@ DETACHED_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(DETACHED_CASES))
-def test_sample_detached_equals_sample_then_log_prob_at_fixed_points(name, dtype):
-    """One pass, no inverse: the same x and log q as sample, and the gradient of a loss of
-    log q (parameters and context) equal to that of log_prob at the stopped samples."""
+def _case(name, n, dtype):
+    """A flow of DETACHED_CASES, its context for ``n`` events and the context's vmap axis."""
     flow, context = DETACHED_CASES[name]
-    n, key = 24, jax.random.key(7)
-    params = flow.init(jax.random.key(0), dtype)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    params = jax.tree.unflatten(tree, [p + 0.2 * jax.random.normal(k, p.shape, p.dtype)
-                                       for p, k in zip(leaves, keys, strict=True)])
     if context == "per-event":
         context = jax.random.normal(jax.random.key(3), (n, 2), dtype)
     elif context == "one-hot":
         context = channel_embedding(jnp.arange(n) % 3, 3, dtype)
     elif context is not None:
         context = jnp.asarray(context, dtype)
-    ctx_axis = 0 if context is not None and context.ndim == 2 else None
+    return flow, context, 0 if context is not None and context.ndim == 2 else None
+
+
+@pytest.mark.parametrize("name", list(DETACHED_CASES))
+def test_sample_detached_equals_sample_then_log_prob_at_fixed_points(name, dtype):
+    """One pass, no inverse: the same x and log q as sample, and the gradient of a loss of
+    log q (parameters and context) equal to that of log_prob at the stopped samples."""
+    n, key = 24, jax.random.key(7)
+    flow, context, ctx_axis = _case(name, n, dtype)
+    params = flow.init(jax.random.key(0), dtype)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.2 * jax.random.normal(k, p.shape, p.dtype)
+                                       for p, k in zip(leaves, keys, strict=True)])
 
     def loss(x, log_q):  # weights of a bump: a variance-like loss, nonlinear in log q
         log_f = -jnp.sum((x - 0.4) ** 2, axis=-1) / 0.1
@@ -323,17 +328,10 @@ def test_batch_methods_are_the_per_event_maps_on_rows_of_events(name, dtype):
     """sample and the batch methods run the layers on rows of events (conditioner_rows, the
     transforms' parameters leading): the same points and densities as the per-event maps
     under vmap, and the same gradients (through the samples, and of the inverse pass)."""
-    flow, context = DETACHED_CASES[name]
     n, key = 24, jax.random.key(5)
+    flow, context, ctx_axis = _case(name, n, dtype)
     params = jax.tree.map(lambda p: p + 0.3 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
                           flow.init(jax.random.key(0), dtype))
-    if context == "per-event":
-        context = jax.random.normal(jax.random.key(3), (n, 2), dtype)
-    elif context == "one-hot":
-        context = channel_embedding(jnp.arange(n) % 3, 3, dtype)
-    elif context is not None:
-        context = jnp.asarray(context, dtype)
-    ctx_axis = 0 if context is not None and context.ndim == 2 else None
 
     def rows(p):
         x, log_q = flow.sample(key, p, n, context)
