@@ -370,7 +370,7 @@ def vegas_start(flow: Flow, grids: ArrayLike, key: PRNGKey, *, method: str | Non
     weights ``sigma_w / I`` after training was 1.33 (spline) vs 1.47 (grid) on the camel
     a = 0.1, d = 4; 0.67 vs 0.69 at a = 0.2; 0.85 vs 1.55 on a rotated 4-d Gaussian; 0.60
     vs 0.93 on the annulus; 0.162 vs 0.171 on 3-channel Drell-Yan (flow alone: 2.64, 0.73,
-    0.94, 0.69, 0.175; VEGAS alone: 2.93, 1.65, 7.4, 1.92, 0.32). With a tenth of the budget
+    0.94, 0.71, 0.175; VEGAS alone: 2.93, 1.65, 7.4, 1.92, 0.32). With a tenth of the budget
     on VEGAS the spline start wins on the same five too (grid / spline 1.40 in geometric
     mean). A VEGAS start is no help on the d = 8 camels at this budget: at a = 0.2 the
     grid's 2^8 phantom peaks make either start worse than the flow alone, at a = 0.1 VEGAS
