@@ -6,8 +6,8 @@ Not imported by ``jaxnis`` or ``jaxnis.flows``; import it explicitly::
 
 jaxnis bijectors act on one event ``[d]`` with explicit ``params``; the wrappers close over
 ``params`` (and a fixed context) and accept any leading batch shape ``[..., d]`` by
-flattening it and mapping with ``jax.vmap``, as distrax expects of a bijector with
-``event_ndims_in = 1``.
+flattening it and mapping with ``jax.vmap`` (a flow's batch methods instead, where it has
+them), as distrax expects of a bijector with ``event_ndims_in = 1``.
 """
 
 from __future__ import annotations
@@ -21,20 +21,22 @@ from jaxnis.types import Array, ArrayLike, Params, PRNGKey
 
 
 def _bind(bijector, params, context):
-    if context is None:
-        fwd = lambda x: bijector.forward_and_log_det(params, x)  # noqa: E731
-        inv = lambda y: bijector.inverse_and_log_det(params, y)  # noqa: E731
-    else:
-        fwd = lambda x: bijector.forward_and_log_det(params, x, context)  # noqa: E731
-        inv = lambda y: bijector.inverse_and_log_det(params, y, context)  # noqa: E731
-    return fwd, inv
+    """The bijector's two directions with bound parameters, each on a flat batch ``[n, d]``:
+    its batch methods where it has them (a :class:`Flow`), else the per-event maps under
+    ``jax.vmap``."""
+    if getattr(bijector, "forward_batch", None) is not None:
+        return (lambda x: bijector.forward_batch(params, x, context),
+                lambda y: bijector.inverse_batch(params, y, context))
+    extra = () if context is None else (context,)
+    return (jax.vmap(lambda x: bijector.forward_and_log_det(params, x, *extra)),
+            jax.vmap(lambda y: bijector.inverse_and_log_det(params, y, *extra)))
 
 
 def _batched(fn, x: Array, dim: int):
     if x.shape[-1] != dim:
         raise ValueError(f"expected events of size {dim}, got shape {x.shape}")
     lead = x.shape[:-1]
-    y, logdet = jax.vmap(fn)(x.reshape(-1, dim))
+    y, logdet = fn(x.reshape(-1, dim))
     return y.reshape(*lead, dim), logdet.reshape(lead)
 
 
@@ -102,8 +104,8 @@ class FlowDistribution(distrax.Distribution):
         if value.shape[-1] != self._flow.dim:
             raise ValueError(f"expected events of size {self._flow.dim}, got {value.shape}")
         lead = value.shape[:-1]
-        lp = jax.vmap(lambda v: self._flow.log_prob(self._params, v, self._context))(
-            value.reshape(-1, self._flow.dim))
+        lp = self._flow.log_prob_batch(self._params, value.reshape(-1, self._flow.dim),
+                                       self._context)
         return lp.reshape(lead)
 
 

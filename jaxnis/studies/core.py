@@ -237,18 +237,21 @@ def flow_points(key: PRNGKey, n: int, flow: Any, flow_params: Params,
 
     ``u ~ U[0,1]^dim``, ``r, log det = flow.forward_and_log_det(flow_params, u, context)``,
     ``log q = -log det``; for several channels the context is the one-hot channel (the
-    convention of :func:`jaxnis.train.make_trainer`), in equal contiguous blocks.
+    convention of :func:`jaxnis.train.make_trainer`), in equal contiguous blocks. A flow's
+    ``forward_batch`` is used where it has one (the same map, faster on the CPU), else the
+    per-event map under ``jax.vmap``.
     """
     counts = equal_counts(n, n_channels)
     dtype = jax.tree.leaves(flow_params)[0].dtype
     u = jax.random.uniform(key, (n, flow.dim), dtype)
     channel = _block_channels(counts)
     flow_params = jax.lax.stop_gradient(flow_params)
-    if n_channels > 1:
-        context = jax.nn.one_hot(channel, n_channels, dtype=dtype)
-        r, logdet = jax.vmap(flow.forward_and_log_det, (None, 0, 0))(flow_params, u, context)
+    context = jax.nn.one_hot(channel, n_channels, dtype=dtype) if n_channels > 1 else None
+    if getattr(flow, "forward_batch", None) is not None:
+        r, logdet = flow.forward_batch(flow_params, u, context)
     else:
-        r, logdet = jax.vmap(flow.forward_and_log_det, (None, 0))(flow_params, u)
+        r, logdet = jax.vmap(flow.forward_and_log_det, (None, 0, 0 if n_channels > 1 else None))(
+            flow_params, u, context)
     return Points(r, -logdet, channel, counts)
 
 
