@@ -36,6 +36,7 @@ import optax
 
 from jaxnis import channels as ch
 from jaxnis import estimators, losses, vegas
+from jaxnis.flows.flow import batch_maps
 from jaxnis.numerics import times_exp
 from jaxnis.types import Array, Params, PRNGKey, PyTree
 
@@ -165,7 +166,7 @@ class Sampler(NamedTuple):
     ``forward_batch`` and ``inverse_batch`` (optional) are the same maps on a batch
     ``[n, d]`` with a context ``[n, C]`` or ``None`` (a flow's
     :meth:`~jaxnis.flows.Flow.forward_batch`); when given, :func:`make_trainer` calls them
-    instead of ``jax.vmap`` of the per-event functions.
+    instead of ``jax.vmap`` of the per-event functions (:func:`jaxnis.flows.batch_maps`).
     """
 
     init: Callable[[PRNGKey], Params]
@@ -338,22 +339,15 @@ def make_trainer(
     def context(channel):
         return jax.nn.one_hot(channel, n_ch) if n_ch > 1 else None
 
-    forward_batch = getattr(sampler, "forward_batch", None)
-    inverse_batch = getattr(sampler, "inverse_batch", None)
+    forward_batch, inverse_batch = batch_maps(sampler)
 
     def flow_forward(flow_params, u, channel):
         """``r [N, d]`` and ``log|det dr/du| [N]`` of a batch (channels ``[N]``)."""
-        if forward_batch is not None:
-            return forward_batch(flow_params, u, context(channel))
-        return jax.vmap(lambda u, c: sampler.forward_and_log_det(flow_params, u, context(c)))(
-            u, channel)
+        return forward_batch(flow_params, u, context(channel))
 
     def flow_log_q(flow_params, r, channel):
         """``log q(r) [N]`` of a batch (channels ``[N]``)."""
-        if inverse_batch is not None:
-            return inverse_batch(flow_params, r, context(channel))[1]
-        return jax.vmap(
-            lambda r, c: sampler.inverse_and_log_det(flow_params, r, context(c))[1])(r, channel)
+        return inverse_batch(flow_params, r, context(channel))[1]
 
     def log_alpha(params, log_prior, features, channel, active):
         """``[N]`` log channel weight of each event's own channel."""

@@ -15,7 +15,7 @@ package does not need distrax.
 """
 
 from jaxnis.flows.coupling import MLP, CouplingLayer
-from jaxnis.flows.flow import Flow, channel_embedding, make_flow
+from jaxnis.flows.flow import Flow, batch_maps, channel_embedding, make_flow
 from jaxnis.flows.masks import (
     Permutation,
     binary_masks,
@@ -45,6 +45,7 @@ __all__ = [
     "PiecewiseLinear",
     "PiecewiseQuadratic",
     "RationalQuadraticSpline",
+    "batch_maps",
     "binary_masks",
     "channel_embedding",
     "checkerboard_masks",

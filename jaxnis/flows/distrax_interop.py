@@ -13,23 +13,17 @@ them), as distrax expects of a bijector with ``event_ndims_in = 1``.
 from __future__ import annotations
 
 import distrax
-import jax
 import jax.numpy as jnp
 
-from jaxnis.flows.flow import Flow
+from jaxnis.flows.flow import Flow, batch_maps
 from jaxnis.types import Array, ArrayLike, Params, PRNGKey
 
 
 def _bind(bijector, params, context):
-    """The bijector's two directions with bound parameters, each on a flat batch ``[n, d]``:
-    its batch methods where it has them (a :class:`Flow`), else the per-event maps under
-    ``jax.vmap``."""
-    if getattr(bijector, "forward_batch", None) is not None:
-        return (lambda x: bijector.forward_batch(params, x, context),
-                lambda y: bijector.inverse_batch(params, y, context))
-    extra = () if context is None else (context,)
-    return (jax.vmap(lambda x: bijector.forward_and_log_det(params, x, *extra)),
-            jax.vmap(lambda y: bijector.inverse_and_log_det(params, y, *extra)))
+    """The bijector's two directions with bound parameters, each on a flat batch ``[n, d]``
+    (:func:`jaxnis.flows.batch_maps`: a flow's batch methods, else ``jax.vmap``)."""
+    fwd, inv = batch_maps(bijector, with_context=context is not None)
+    return lambda x: fwd(params, x, context), lambda y: inv(params, y, context)
 
 
 def _batched(fn, x: Array, dim: int):

@@ -243,15 +243,21 @@ class Flow:
         _, logdet = self.inverse_and_log_det(params, jnp.where(inside, x, 0.5), context)
         return jnp.where(inside, logdet, -jnp.inf)
 
+    def _batch_context(self, context, n: int):
+        """The validated context of a batch of ``n`` events (``None``, shared
+        ``[context_dim]`` or ``[n, context_dim]``)."""
+        context = check_context(self.context_dim, context, batched=True)
+        if context is not None and context.ndim == 2 and context.shape[0] != n:
+            raise ValueError(f"context of shape {context.shape} does not match a batch of "
+                             f"n={n} events")
+        return context
+
     def _run_batch(self, params, x, context, inverse):
         x = _as_float(x)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"Flow of dim {self.dim} got a batch of shape {x.shape}; "
                              f"expected [n, {self.dim}]")
-        context = check_context(self.context_dim, context, batched=True)
-        if context is not None and context.ndim == 2 and context.shape[0] != x.shape[0]:
-            raise ValueError(f"context of shape {context.shape} does not match a batch of "
-                             f"{x.shape[0]} events")
+        context = self._batch_context(context, x.shape[0])
         self.check_params(params)
         return _run_rows(self, params, x, context, inverse)
 
@@ -338,10 +344,33 @@ class Flow:
         validated context (``None``, shared ``[context_dim]`` or ``[n, context_dim]``)."""
         if dtype is None:
             dtype = jax.tree.leaves(params)[0].dtype
-        context = check_context(self.context_dim, context, batched=True)
-        if context is not None and context.ndim == 2 and context.shape[0] != n:
-            raise ValueError(f"context of shape {context.shape} does not match n={n}")
-        return jax.random.uniform(key, (n, self.dim), dtype), context
+        return jax.random.uniform(key, (n, self.dim), dtype), self._batch_context(context, n)
+
+
+def batch_maps(bijector, with_context: bool = True) -> tuple[
+        Callable[..., tuple[Array, Array]], Callable[..., tuple[Array, Array]]]:
+    """A bijector's two directions on batches: ``fn(params, x [n, d], context=None)`` ->
+    ``(y [n, d], logdet [n])``, ``context`` ``None``, shared ``[C]`` or ``[n, C]``.
+
+    A :class:`Flow` (or a :class:`jaxnis.train.Sampler` carrying them) gives its
+    ``forward_batch`` / ``inverse_batch``; any other bijector its per-event
+    ``forward_and_log_det`` / ``inverse_and_log_det`` under ``jax.vmap``, called as
+    ``(params, x, context)`` (``context`` ``None`` included, as the trainer's samplers
+    expect), or as ``(params, x)`` with ``with_context=False`` (the element-wise transforms).
+    """
+    fwd, inv = getattr(bijector, "forward_batch", None), getattr(bijector, "inverse_batch", None)
+    if fwd is not None and inv is not None:
+        return fwd, inv
+
+    def vmapped(per_event):
+        def run(params, x, context=None):
+            if not with_context:
+                return jax.vmap(lambda e: per_event(params, e))(x)
+            axis = 0 if context is not None and jnp.ndim(context) == 2 else None
+            return jax.vmap(lambda e, c: per_event(params, e, c), (0, axis))(x, context)
+        return run
+
+    return vmapped(bijector.forward_and_log_det), vmapped(bijector.inverse_and_log_det)
 
 
 #: :func:`conditioner_rows` whose hidden activations a backward pass recomputes.
@@ -366,12 +395,11 @@ def _run_rows(flow: Flow, params: Params, z: Array, context, inverse: bool = Fal
     (39 and 39-41 ms)."""
     transform, net = flow.transform, flow._net
     apply = transform._inverse_lead if inverse else transform._forward_lead
-    conditioner = _remat_conditioner
 
     def body(carry, layer):
         z, logdet = carry
         theta, s = layer
-        raw = conditioner(transform, net, theta, s, z, context)
+        raw = _remat_conditioner(transform, net, theta, s, z, context)
         y_t, ld = apply(raw, rows_of(s.trans, z))
         return (z * s.keep + events_of(s.trans, y_t),
                 logdet + jnp.sum(ld * s.valid[:, None], axis=0)), None
@@ -395,14 +423,13 @@ def _detached_pass(flow: Flow, params: Params, u: Array, context):
     took 35 ms with rows and recomputation, 40 ms per event with the recomputation and
     44 ms per event without it."""
     transform, net = flow.transform, flow._net
-    conditioner = _remat_conditioner
 
     def body(carry, layer):
         z, logdet = carry
         theta, s = layer
 
         def transformed(theta, z, context):
-            raw = conditioner(transform, net, theta, s, z, context)
+            raw = _remat_conditioner(transform, net, theta, s, z, context)
             u_t = jax.lax.stop_gradient(rows_of(s.trans, z))
             return transform._forward_lead(raw, u_t), raw
 

@@ -64,6 +64,7 @@ import numpy as np
 
 from jaxnis import estimators
 from jaxnis.batching import check_chunk, vmap_chunked
+from jaxnis.flows.flow import batch_maps
 from jaxnis.types import Array, ArrayLike, Params, PRNGKey, PyTree
 
 _MODES = ("auto", "fwd", "rev")
@@ -239,7 +240,7 @@ def flow_points(key: PRNGKey, n: int, flow: Any, flow_params: Params,
     ``log q = -log det``; for several channels the context is the one-hot channel (the
     convention of :func:`jaxnis.train.make_trainer`), in equal contiguous blocks. A flow's
     ``forward_batch`` is used where it has one (the same map, faster on the CPU), else the
-    per-event map under ``jax.vmap``.
+    per-event map under ``jax.vmap`` (:func:`jaxnis.flows.batch_maps`).
     """
     counts = equal_counts(n, n_channels)
     dtype = jax.tree.leaves(flow_params)[0].dtype
@@ -247,11 +248,7 @@ def flow_points(key: PRNGKey, n: int, flow: Any, flow_params: Params,
     channel = _block_channels(counts)
     flow_params = jax.lax.stop_gradient(flow_params)
     context = jax.nn.one_hot(channel, n_channels, dtype=dtype) if n_channels > 1 else None
-    if getattr(flow, "forward_batch", None) is not None:
-        r, logdet = flow.forward_batch(flow_params, u, context)
-    else:
-        r, logdet = jax.vmap(flow.forward_and_log_det, (None, 0, 0 if n_channels > 1 else None))(
-            flow_params, u, context)
+    r, logdet = batch_maps(flow)[0](flow_params, u, context)
     return Points(r, -logdet, channel, counts)
 
 
