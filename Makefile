@@ -24,8 +24,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Every benchmark in turn, each writing benchmarks/results/: over an hour on 2 cores
-# (vegas_init.py alone takes about 40 minutes, nis.py 10-15).
+# Every benchmark in turn, each writing benchmarks/results/: about two hours on 2 cores
+# (phase_space.py alone about 70 minutes, nis.py and nis_seeds.py 8-9 each, vegas_init.py 6).
 BENCHMARKS := phase_space flows gradients vegas_init nis nis_seeds
 
 bench: $(STAMP)

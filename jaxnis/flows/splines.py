@@ -127,7 +127,6 @@ def _pick(idx: Array, table: Array) -> Array:
     return jnp.take_along_axis(table, idx, axis=-1)[..., 0]
 
 
-
 # The same three steps with the bins on the leading axis (``[K, ...]``, events along the
 # minor axes), for batches laid out as rows of events (see ``_rqs_apply``'s ``lead``).
 
@@ -149,6 +148,7 @@ def _bin_index_lead(v: Array, knots: Array) -> Array:
 def _pick_lead(onehot: Array, table: Array) -> Array:
     """``table[idx]`` along the leading axis, as a sum masked by ``onehot [K, ...]``."""
     return jnp.sum(jnp.where(onehot, table, jnp.zeros((), table.dtype)), axis=0)
+
 
 _LOG2 = math.log(2.0)
 
