@@ -243,8 +243,8 @@ class Integrator:
     bins, a larger learning rate, more updates per batch, no KL phase).
 
     Args:
-        f: ``f(x [dim], theta) -> value`` for one point (jax-traceable), or a
-            :class:`jaxnis.channels.MultiChannelIntegrand`.
+        f: ``f(x [dim], theta) -> value``, one number for one point (jax-traceable;
+            ``f(x)`` also works), or a :class:`jaxnis.channels.MultiChannelIntegrand`.
         dim: number of dimensions (ignored for a multi-channel integrand).
         theta: physics parameters passed to the integrand (a pytree of arrays).
         batch_size: integrand evaluations per training step and per refine iteration.

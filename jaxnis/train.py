@@ -25,6 +25,7 @@ retraces for new keys, learning rates inside optax schedules, or physics paramet
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -201,13 +202,37 @@ class Trainer(NamedTuple):
     allocate: Callable[[Array, Array], Array]
 
 
-def single_channel(f: Callable[[Array, PyTree], Array], dim: int) -> ch.MultiChannelIntegrand:
-    """Wrap ``f(x [dim], theta) -> value`` on the unit hypercube as a one-channel integrand."""
+def _with_theta(f: Callable[..., Array]) -> Callable[[Array, PyTree], Array]:
+    """``f`` as ``f(x, theta)``: a function of one argument ``f(x)`` gets ``theta`` ignored;
+    one that takes neither form is refused here rather than deep inside a trace."""
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):  # no signature to read (some builtins): call as given
+        return f
+    for args in ((None, None), (None,)):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return f if len(args) == 2 else (lambda x, theta: f(x))
+    raise TypeError(f"the integrand must be callable as f(x, theta) or f(x); "
+                    f"{getattr(f, '__name__', f)!r} has the signature {signature}")
+
+
+def single_channel(f: Callable[..., Array], dim: int) -> ch.MultiChannelIntegrand:
+    """Wrap ``f(x [dim], theta) -> value`` on the unit hypercube as a one-channel integrand.
+
+    ``f`` takes one point and returns one number; ``f(x)`` without ``theta`` also works.
+    """
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
+    f2 = _with_theta(f)
 
     def evaluate(channel, r, theta):
-        value = f(r, theta)
+        value = jnp.asarray(f2(r, theta))
+        if value.shape != ():
+            raise ValueError(f"the integrand must return one number per point x of shape "
+                             f"({dim},); it returned shape {value.shape}")
         log_abs = jnp.log(jnp.abs(value))  # NaN stays NaN and is counted by the trainer
         sign = jnp.where(value < 0, -1.0, 1.0).astype(log_abs.dtype)
         zero = jnp.zeros((1,), dtype=log_abs.dtype)

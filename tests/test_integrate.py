@@ -144,6 +144,22 @@ def test_bad_arguments():
         Integrator(camel, 4, kl_temper=0.0)
     with pytest.raises(RuntimeError, match="before refine"):
         Integrator(camel, 2, progress=False).refine(jax.random.key(0), 1)
+    with pytest.raises(TypeError, match=r"callable as f\(x, theta\) or f\(x\)"):
+        Integrator(lambda x, theta, extra: x[0], 2)
+    with pytest.raises(ValueError, match=r"one number per point x of shape \(2,\); it "
+                                         r"returned shape \(1,\)"):
+        Integrator(lambda x, theta: jnp.sum(x, keepdims=True), 2, batch_size=16,
+                   progress=False, flow={"n_bins": 4, "hidden": (8,)}).train(0, 1)
+
+
+def test_an_integrand_without_theta_is_the_same_integrand():
+    """``f(x)`` is ``f(x, theta)`` with theta ignored: the same numbers, seed for seed."""
+    options = dict(batch_size=64, progress=False, flow={"n_bins": 4, "hidden": (8,)})
+    with_theta = Integrator(camel, 2, **options).integrate(0, n_survey=3, n_refine=2)
+    without = Integrator(lambda x: camel(x, None), 2, **options).integrate(
+        0, n_survey=3, n_refine=2)
+    assert without.value == with_theta.value and without.error == with_theta.error
+    assert np.isclose(without.value, CAMEL_02[2], rtol=0, atol=5 * without.error)
 
 
 def test_survey_and_refine_share_one_program_and_the_spline_slopes_learn():
