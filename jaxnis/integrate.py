@@ -341,7 +341,7 @@ class Integrator:
             integrand = single_channel(f, dim)
         self.integrand = integrand
         self.theta = theta
-        self.batch_size = batch_size
+        self.batch_size = _check_batch_size("batch_size", batch_size)
         self.refine_batch_size = _check_batch_size(
             "refine_batch_size", batch_size if refine_batch_size is None else refine_batch_size)
         self.progress = progress
@@ -522,6 +522,8 @@ class Integrator:
     def train(self, key: PRNGKey | int, n_steps: int) -> dict[str, np.ndarray]:
         """Survey: ``n_steps`` training steps from a fresh state (``key``: PRNG key or
         integer seed). Returns the history."""
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 0:
+            raise ValueError(f"the survey needs an integer number of steps >= 0, got {n_steps!r}")
         _, init, _, _ = self._trainer(n_steps)
         k_init, k_steps = jax.random.split(_as_key(key))
         self.state, n_vegas = init(k_init, self.theta)

@@ -230,6 +230,9 @@ def single_channel(f: Callable[..., Array], dim: int) -> ch.MultiChannelIntegran
 
     def evaluate(channel, r, theta):
         value = jnp.asarray(f2(r, theta))
+        if jnp.iscomplexobj(value):
+            raise ValueError(f"the integrand must be real; it returned {value.dtype} (integrate "
+                             f"the real and imaginary parts separately)")
         if value.shape != ():
             raise ValueError(f"the integrand must return one number per point x of shape "
                              f"({dim},); it returned shape {value.shape}")

@@ -150,6 +150,13 @@ def test_bad_arguments():
                                          r"returned shape \(1,\)"):
         Integrator(lambda x, theta: jnp.sum(x, keepdims=True), 2, batch_size=16,
                    progress=False, flow={"n_bins": 4, "hidden": (8,)}).train(0, 1)
+    with pytest.raises(ValueError, match="must be real; it returned complex"):
+        Integrator(lambda x: jnp.exp(1j * x[0]), 2, batch_size=16, progress=False,
+                   flow={"n_bins": 4, "hidden": (8,)}).train(0, 1)
+    with pytest.raises(ValueError, match=r"integer number of steps >= 0, got -1"):
+        Integrator(camel, 2, progress=False).integrate(0, n_survey=-1)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2, got 1"):
+        Integrator(camel, 2, batch_size=1)
 
 
 def test_an_integrand_without_theta_is_the_same_integrand():
