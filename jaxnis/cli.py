@@ -102,12 +102,13 @@ def demo(*, quick: bool = False, seed: int = 0) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxnis", description=__doc__,
+    parser = argparse.ArgumentParser(prog="jaxnis", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="run the built-in demo")
     p_demo.add_argument("--quick", action="store_true", help="smaller samples")
-    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--seed", type=int, default=0,
+                        help="integer seed of every random draw (default: 0)")
     p_demo.add_argument("--float32", action="store_true",
                         help="run in single precision (default: float64)")
     p_demo.add_argument("--no-cache", action="store_true",
