@@ -40,6 +40,7 @@ from jaxnis.train import (
     Trainer,
     TrainInfo,
     TrainState,
+    check_integrand,
     check_kl_temper,
     make_trainer,
     single_channel,
@@ -334,6 +335,7 @@ class Integrator:
         refine_batch_size: int | None = None,
     ):
         if isinstance(f, ch.MultiChannelIntegrand):
+            check_integrand(f)
             integrand = f
         else:
             if dim is None:

@@ -244,6 +244,32 @@ def single_channel(f: Callable[..., Array], dim: int) -> ch.MultiChannelIntegran
     return ch.MultiChannelIntegrand(dim=dim, n_channels=1, n_features=1, evaluate=evaluate)
 
 
+def check_integrand(integrand: ch.MultiChannelIntegrand) -> None:
+    """``ValueError`` unless ``integrand`` has ``dim``, ``n_channels`` and ``n_features``
+    of at least 1 and a callable ``evaluate``."""
+    sizes = (integrand.dim, integrand.n_channels, integrand.n_features)
+    if not all(isinstance(k, int | np.integer) and k >= 1 for k in sizes):
+        raise ValueError(f"the integrand needs integers dim, n_channels and n_features >= 1, "
+                         f"got {sizes[0]!r}, {sizes[1]!r} and {sizes[2]!r}")
+    if not callable(integrand.evaluate):
+        raise ValueError(f"the integrand's evaluate must be callable, got "
+                         f"{integrand.evaluate!r}")
+
+
+def _checked(ev: ch.ChannelEval, integrand: ch.MultiChannelIntegrand) -> ch.ChannelEval:
+    """``ev`` (a batch of evaluations) if each event's fields have the shapes
+    :class:`jaxnis.channels.ChannelEval` states, else a ``ValueError`` naming the field."""
+    expected = {"log_fj": (), "sign": (), "log_prior": (integrand.n_channels,),
+                "features": (integrand.n_features,)}
+    for name, shape in expected.items():
+        got = jnp.shape(getattr(ev, name))[1:]
+        if got != shape:
+            raise ValueError(f"the integrand's {name} has shape {got} per event; expected "
+                             f"{shape} (n_channels={integrand.n_channels}, "
+                             f"n_features={integrand.n_features})")
+    return ev
+
+
 class _Batch(NamedTuple):
     r: Array
     channel: Array
@@ -332,6 +358,7 @@ def make_trainer(
     Returns:
         :class:`Trainer`.
     """
+    check_integrand(integrand)
     n_ch, dim, n = integrand.n_channels, integrand.dim, batch_size
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
@@ -501,7 +528,8 @@ def make_trainer(
             return u, jnp.zeros(n, dtype=u.dtype)
 
         r, log_q = jax.lax.cond(state.use_flow, from_flow, from_uniform, u)
-        ev = jax.vmap(integrand.evaluate, (0, 0, None))(channel, r, theta)
+        ev = _checked(jax.vmap(integrand.evaluate, (0, 0, None))(channel, r, theta),
+                      integrand)
         log_fj, n_bad = losses.sanitize_log_f(ev.log_fj)
         batch = _Batch(r, channel, log_fj, ev.sign, ev.log_prior, ev.features, log_q)
         return batch, n_bad, lay

@@ -251,6 +251,39 @@ def test_bad_configuration_raises():
         make_trainer(f, FLOW, optax.adam(1e-3), batch_size=64, kl_steps=-1)
 
 
+def _two_channels(prior=2, features=3, value=()):
+    """A two-channel integrand whose evaluations have the given per-event shapes."""
+    def evaluate(channel, r, theta):
+        ones = jnp.ones(value)
+        return ch.ChannelEval(jnp.log(jnp.sum(r)) * ones, ones, jnp.full((prior,), -jnp.log(2.0)),
+                              jnp.zeros(features))
+    return ch.MultiChannelIntegrand(dim=2, n_channels=2, n_features=3, evaluate=evaluate)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({}, None),
+    ({"prior": 3}, r"log_prior has shape \(3,\) per event; expected \(2,\)"),
+    ({"features": 4}, r"features has shape \(4,\) per event; expected \(3,\)"),
+    ({"value": (1,)}, r"log_fj has shape \(1,\) per event; expected \(\)"),
+])
+def test_a_multichannel_integrand_of_the_wrong_shapes_is_named(shapes, message):
+    """Each ChannelEval field is checked per event when the step is traced, so a wrong
+    shape is named instead of broadcasting into a [N, N] weight array."""
+    flow = make_flow(2, n_bins=4, hidden=(8,), context_dim=2)
+    trainer = make_trainer(_two_channels(**shapes), flow, optax.adam(1e-3), batch_size=64,
+                           channel_weights=ch.make_channel_weights(2, 3))
+    state = trainer.init(jax.random.key(0))
+    if message is None:
+        _, info = jax.jit(trainer.step)(jax.random.key(1), state)
+        assert np.isfinite(info.value) and np.isfinite(info.loss)
+    else:
+        with pytest.raises(ValueError, match=message):
+            jax.jit(trainer.step)(jax.random.key(1), state)
+    with pytest.raises(ValueError, match="n_channels and n_features >= 1, got 2, 0 and 3"):
+        make_trainer(_two_channels()._replace(n_channels=0), flow, optax.adam(1e-3),
+                     batch_size=64)
+
+
 def test_kl_phase_trains_with_kl_then_with_the_variance():
     """With ``kl_steps=2`` the first two steps are those of a KL trainer (same keys, same
     parameters: the phase is applied, a variance step would differ), the third is not (the
