@@ -262,6 +262,9 @@ def _checked(ev: ch.ChannelEval, integrand: ch.MultiChannelIntegrand) -> ch.Chan
     expected = {"log_fj": (), "sign": (), "log_prior": (integrand.n_channels,),
                 "features": (integrand.n_features,)}
     for name, shape in expected.items():
+        if jnp.iscomplexobj(getattr(ev, name)):
+            raise ValueError(f"the integrand's {name} must be real, got "
+                             f"{jnp.result_type(getattr(ev, name))}")
         got = jnp.shape(getattr(ev, name))[1:]
         if got != shape:
             raise ValueError(f"the integrand's {name} has shape {got} per event; expected "

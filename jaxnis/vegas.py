@@ -538,6 +538,9 @@ def vegas(
         fv = jnp.asarray(f_values)
         if fv.shape != (n_per_iter,):
             raise ValueError(f"f_values must have shape ({n_per_iter},), got {fv.shape}")
+        if jnp.iscomplexobj(fv):
+            raise ValueError(f"f_values must be real, got {fv.dtype} (integrate the real and "
+                             f"imaginary parts separately)")
         fv = fv.astype(dtype)
         fj = fv * jnp.exp(batch.log_jac)
         bad = ~jnp.isfinite(fj)

@@ -251,10 +251,10 @@ def test_bad_configuration_raises():
         make_trainer(f, FLOW, optax.adam(1e-3), batch_size=64, kl_steps=-1)
 
 
-def _two_channels(prior=2, features=3, value=()):
+def _two_channels(prior=2, features=3, value=(), dtype=jnp.float32):
     """A two-channel integrand whose evaluations have the given per-event shapes."""
     def evaluate(channel, r, theta):
-        ones = jnp.ones(value)
+        ones = jnp.ones(value, dtype)
         return ch.ChannelEval(jnp.log(jnp.sum(r)) * ones, ones, jnp.full((prior,), -jnp.log(2.0)),
                               jnp.zeros(features))
     return ch.MultiChannelIntegrand(dim=2, n_channels=2, n_features=3, evaluate=evaluate)
@@ -265,6 +265,7 @@ def _two_channels(prior=2, features=3, value=()):
     ({"prior": 3}, r"log_prior has shape \(3,\) per event; expected \(2,\)"),
     ({"features": 4}, r"features has shape \(4,\) per event; expected \(3,\)"),
     ({"value": (1,)}, r"log_fj has shape \(1,\) per event; expected \(\)"),
+    ({"dtype": jnp.complex64}, r"log_fj must be real, got complex64"),
 ])
 def test_a_multichannel_integrand_of_the_wrong_shapes_is_named(shapes, message):
     """Each ChannelEval field is checked per event when the step is traced, so a wrong

@@ -97,6 +97,9 @@ def test_bad_static_input_raises():
         V.vegas_integrate(camel(0.2, 2), 2, jax.random.key(0), n_iter=0)
     with pytest.raises(ValueError, match="shape"):  # integrand returning [N, 1], not [N]
         V.vegas_integrate(lambda x: x[:, :1], 2, jax.random.key(0), n_iter=1, n_per_iter=64)
+    with pytest.raises(ValueError, match="f_values must be real, got complex"):
+        V.vegas_integrate(lambda x: jnp.exp(1j * x[:, 0]), 2, jax.random.key(0), n_iter=1,
+                          n_per_iter=64)
 
 
 def test_uniform_grid_is_identity(dtype):
