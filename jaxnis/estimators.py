@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnis.numerics import max_abs_scale, safe_div, safe_sqrt, times_exp
 from jaxnis.types import Array, ArrayLike, PRNGKey, PyTree
@@ -58,6 +59,15 @@ def _check_1d(w, name="w"):
         raise ValueError(f"{name} must be 1-D [N], got shape {w.shape}")
     if w.shape[0] < 2:
         raise ValueError(f"{name} needs at least 2 events for an error, got N={w.shape[0]}")
+
+
+def _check_unit_interval(name: str, value: ArrayLike) -> None:
+    """``ValueError`` for a concrete ``value`` outside ``[0, 1]`` (traced values pass)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    if v.shape != () or not 0.0 <= float(v) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def _clean(w):
@@ -340,6 +350,8 @@ def _iterations(values: ArrayLike, errors: ArrayLike) -> tuple[Array, Array, Arr
         raise ValueError(
             f"values and errors must be 1-D of equal shape, got {values.shape}, {errors.shape}"
         )
+    if values.shape[0] == 0:
+        raise ValueError("there are no iterations to combine (values and errors are empty)")
     return values, errors, usable_iterations(values, errors)
 
 
@@ -600,6 +612,7 @@ def max_weight_quantile(w: ArrayLike, quantile: ArrayLike = 1.0 - 1e-3) -> Array
     Returns:
         ``[]`` the reference maximum.
     """
+    _check_unit_interval("quantile", quantile)
     a = _abs_clean(w)
     return jnp.quantile(a, jnp.asarray(quantile, dtype=a.dtype))
 
@@ -620,6 +633,7 @@ def max_weight_xs_fraction(w: ArrayLike, fraction: ArrayLike = 1e-3) -> Array:
     Returns:
         ``[]`` the reference maximum (0 for all-zero weights).
     """
+    _check_unit_interval("fraction", fraction)
     a = jnp.sort(_abs_clean(w))
     total = jnp.sum(a)
     suffix = jnp.concatenate([jnp.cumsum(a[::-1])[::-1], jnp.zeros((1,), a.dtype)])

@@ -434,3 +434,13 @@ def test_static_validation():
         est.max_weight_bootstrap(jax.random.key(0), jnp.ones(4), n_subsamples=0)
     with pytest.raises(ValueError, match="equal shape"):
         est.combine(jnp.ones(3), jnp.ones(2))
+    for combination in (est.combine, est.average):
+        with pytest.raises(ValueError, match="no iterations to combine"):
+            combination(jnp.zeros(0), jnp.zeros(0))
+    with pytest.raises(ValueError, match=r"fraction must be a number in \[0, 1\], got 1.5"):
+        est.max_weight_xs_fraction(jnp.ones(4), 1.5)
+    with pytest.raises(ValueError, match=r"quantile must be a number in \[0, 1\], got -0.1"):
+        est.max_weight_quantile(jnp.ones(4), -0.1)
+    # Traced fractions are not checked (and not refused).
+    w = jnp.arange(1.0, 5.0)
+    assert jax.jit(est.max_weight_xs_fraction)(w, 0.5) == est.max_weight_xs_fraction(w, 0.5)
