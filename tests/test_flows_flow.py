@@ -406,6 +406,9 @@ def test_batch_methods_check_their_arguments():
         flow.forward_batch(params, x)
     with pytest.raises(ValueError, match="structure"):
         flow.inverse_batch(make_flow(3).init(jax.random.key(0)), x, jnp.ones(2))
+    for draw in (flow.sample, flow.sample_detached):
+        with pytest.raises(ValueError, match="number of samples must be an integer >= 0, got -1"):
+            draw(jax.random.key(0), params, -1, jnp.ones(2))
 
 
 def test_sample_detached_is_reverse_mode_only_and_checks_its_arguments():

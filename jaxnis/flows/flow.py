@@ -342,6 +342,8 @@ class Flow:
     def _latent(self, key, params, n, context, dtype):
         """Uniform latent points ``[n, d]`` (dtype: the parameters' by default) and the
         validated context (``None``, shared ``[context_dim]`` or ``[n, context_dim]``)."""
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"the number of samples must be an integer >= 0, got {n!r}")
         if dtype is None:
             dtype = jax.tree.leaves(params)[0].dtype
         return jax.random.uniform(key, (n, self.dim), dtype), self._batch_context(context, n)
