@@ -363,6 +363,22 @@ def test_settings_validation():
         pr.EEToMuMuGamma(bosons=("Z", "W"))
     with pytest.raises(ValueError, match="needs params"):
         pr.EEToQQG().integrand(jnp.zeros(5), pp.default_params())
+    # Values edited into a parameter dict by hand are checked where they are concrete.
+    dy = pr.DrellYan()
+    params = dy.default_params()
+    with pytest.raises(ValueError, match="M_Z = -91.0 must be positive"):
+        dy.reference_sigma({**params, "M_Z": -91.0})
+    with pytest.raises(ValueError, match="m_ll_min = 20000.0 must be in"):
+        dy.event(jnp.full(dy.dim, 0.5), {**params, "m_ll_min": 20000.0})
+    with pytest.raises(ValueError, match="y_cut = 0.5"):
+        pr.EEToQQG().reference_sigma({**pr.EEToQQG().default_params(), "y_cut": 0.5})
+    with pytest.raises(ValueError, match="Gamma_Z = -1.0 must not be negative"):
+        pr.EEToFFbar("mu").reference_sigma({**pr.EEToFFbar("mu").default_params(),
+                                            "Gamma_Z": -1.0})
+    # traced values pass (the gradient of sigma in M_Z), and so do extra keys
+    d_sigma = jax.grad(lambda m: dy.reference_sigma({**params, "M_Z": m}))(params["M_Z"])
+    assert np.isfinite(d_sigma)
+    assert dy.reference_sigma({**params, "m_lo": 740.0}) == dy.reference_sigma(params)
     # the toy PDF is the default parton density
     assert pr.DrellYan().pdf is None and pdf.TOY_Q0 == pytest.approx(2**0.5)
 

@@ -124,11 +124,22 @@ class _Process:
             if key in values and not values[key] > 0:
                 raise ValueError(f"setting {key} = {values[key]} must be positive")
 
-    def _cast(self, params: Params, dtype) -> Params:
+    def check_params(self, params: Params) -> None:
+        """``ValueError`` naming a missing key or, for concrete values, an invalid one
+        (:func:`~jaxnis.physics.parameters.validate_params`, and this process's settings
+        when none of them is traced); traced values pass. Other keys are carried along
+        unread (the limits of :mod:`jaxnis.studies` windows live there), so a misspelt
+        key is not caught here: :meth:`default_params` refuses unknown overrides."""
         missing = [k for k in self.SETTINGS if k not in params]
         if missing:
             raise ValueError(f"{type(self).__name__} needs params {missing}; use "
                              "default_params()")
+        pp.validate_params(params)
+        if not any(isinstance(params[k], jax.core.Tracer) for k in self.SETTINGS):
+            self._validate_settings({k: float(np.asarray(params[k])) for k in self.SETTINGS})
+
+    def _cast(self, params: Params, dtype) -> Params:
+        self.check_params(params)
         return pp.cast_params(params, dtype)
 
     def cond(self, params: Params) -> dict:
@@ -290,6 +301,7 @@ class EEToFFbar(_Process):
 
     def reference_sigma(self, params: Params) -> Array:
         """Closed-form cross section in pb with the ``cos_max`` cut."""
+        self.check_params(params)
         c = jnp.clip(params["cos_max"], 0.0, 1.0)
         full = xs.sigma_ffbar(params["sqrt_s"], params, "e", self.final, bosons=self.bosons)
         return full * (2.0 * c + 2.0 * c**3 / 3.0) / (8.0 / 3.0)
@@ -372,6 +384,7 @@ class EEToQQG(_Process):
 
     def reference_sigma(self, params: Params) -> Array:
         """``sigma_0 (C_F alpha_s / 2 pi) B(y_cut)`` in pb."""
+        self.check_params(params)
         sigma0 = xs.sigma_ffbar(params["sqrt_s"], params, "e", self.flavour,
                                 bosons=self.bosons)
         return sigma0 * pp.C_F * params["alpha_s"] / (2.0 * jnp.pi) * three_jet_b(
@@ -532,6 +545,7 @@ class DrellYan(_Process):
         Raises:
             ValueError: with lepton cuts.
         """
+        self.check_params(params)
         for name, free in (("pt_min", 0.0), ("eta_max", float("inf"))):
             value = params[name]
             if not isinstance(value, jax.core.Tracer) and float(value) != free:
