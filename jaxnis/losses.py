@@ -108,7 +108,8 @@ def _sign(sign_f, shape):
     return sign_f
 
 
-def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_channels):
+def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_channels,
+                       baseline=False):
     """Per-segment unbiased estimates of ``Var_q(f/q)`` and the segment sizes.
 
     With ``a_i = f_i / q_s,i`` (the weight times the ratio, ``E_{q_s}[a] = I``) and
@@ -126,9 +127,19 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
     second term is exactly 0 in value while its gradient is ``-(1/n) sum_i w_i^2 d log q_i``,
     the gradient of ``E_q[(f/q)^2]`` (the ``I^2`` term does not depend on ``q``).
 
+    With ``baseline``, ``(1/n) sum_i c_i expm1(log q_i - log q_s,i)`` is added, ``c_i`` the
+    square of the mean ``a`` of the segment's other events (no gradient) and the sum over
+    every event with finite densities, ``f = 0`` included. As ``c_i`` does not depend on
+    event ``i``, the term's expectation is ``E[c_i] (E_{q_s}[q/q_s] - 1) = 0`` and that of
+    its gradient ``(1/n) sum_i c_i (q_i/q_s,i) d log q_i`` is ``E[c_i] E_q[d log q] = 0``;
+    on fresh samples its value is exactly 0. The gradient is then
+    ``-(1/n) sum_i (w_i^2 - c_i) (q_i/q_s,i) d log q_i``: the score-function gradient with
+    a baseline, whose noise vanishes as ``w`` approaches its mean instead of staying
+    ``~ I^2 |d log q|``.
+
     Returns ``(var [C], n [C] int32)``; segments with fewer than two events get ``var = 0``.
     """
-    lf, lq, lqs, valid, _ = _prepare(log_f, log_q, log_q_sampled)
+    lf, lq, lqs, valid, ok = _prepare(log_f, log_q, log_q_sampled)
     sign_f = _sign(sign_f, lf.shape)
     seg = jnp.asarray(channel_ids)
     if seg.shape != lf.shape:
@@ -150,6 +161,13 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
     s2 = safe_div(blocked_segment_sum(dev * dev, seg, num_channels), n - 1.0)
     # a^2 (q_s/q - 1): expm1 keeps full precision when q is close to q_s.
     corr = jnp.where(valid, a * a * jnp.expm1(lqs - lq), 0.0)
+    if baseline:
+        # Leave-one-out mean: c_i does not depend on event i, so E[c_i (q_i/q_s,i - 1)] = 0
+        # exactly, not only to O(1/n).
+        total = jnp.take(blocked_segment_sum(a, seg, num_channels), seg, mode="clip")
+        others = jnp.take(n, seg, mode="clip") - 1.0
+        c = jax.lax.stop_gradient(safe_div(total - a, others)) ** 2
+        corr = corr + jnp.where(ok, c * jnp.expm1(lq - lqs), 0.0)
     corr = safe_div(blocked_segment_sum(corr, seg, num_channels), n)
     var = jnp.where(n >= 2, (s2 + corr) * jnp.exp(2.0 * ref), 0.0)
     return var, n.astype(jnp.int32)
@@ -161,6 +179,7 @@ def variance_loss(
     log_q_sampled: ArrayLike | None = None,
     *,
     sign_f: ArrayLike | None = None,
+    baseline: bool = False,
 ) -> Array:
     """Unbiased estimate of the weight variance ``Var_q(f/q) = int f^2/q dx - I^2``.
 
@@ -177,6 +196,9 @@ def variance_loss(
             samples (``stop_gradient(log_q)``).
         sign_f: optional ``[N]`` sign of ``f`` (``+-1``) for signed integrands; the variance
             is then that of the signed weight.
+        baseline: static; subtract the squared mean weight in the gradient (a
+            zero-expectation term, see :func:`_segment_variances`): the same estimate and the
+            same expected gradient, with less noise where the weights are near their mean.
 
     Returns:
         ``[]`` the variance estimate, in the units of ``(f/q)^2``.
@@ -188,7 +210,7 @@ def variance_loss(
     """
     log_f = jnp.asarray(log_f)
     seg = jnp.zeros(log_f.shape, dtype=jnp.int32)
-    var, _ = _segment_variances(log_f, log_q, log_q_sampled, sign_f, seg, 1)
+    var, _ = _segment_variances(log_f, log_q, log_q_sampled, sign_f, seg, 1, baseline)
     return var[0]
 
 
@@ -200,6 +222,7 @@ def channel_variances(
     log_q_sampled: ArrayLike | None = None,
     *,
     sign_f: ArrayLike | None = None,
+    baseline: bool = False,
 ) -> tuple[Array, Array]:
     """Per-channel weight variances ``Var_{q_c}(alpha_c f / q_c)`` and sample counts.
 
@@ -212,7 +235,8 @@ def channel_variances(
     are ignored. ``sqrt`` of the result is what :func:`jaxnis.channels.allocate` takes.
 
     Args:
-        log_f, log_q, log_q_sampled, sign_f: as in :func:`variance_loss`, ``[N]``.
+        log_f, log_q, log_q_sampled, sign_f, baseline: as in :func:`variance_loss`
+            (``[N]``; the baseline is each channel's own squared mean weight).
         channel_ids: ``[N]`` int channel of each event.
         num_channels: static number of channels ``C``.
 
@@ -220,7 +244,8 @@ def channel_variances(
         ``(variance [C], n [C] int32)``.
     """
     _check_channels(num_channels)
-    return _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_channels)
+    return _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_channels,
+                              baseline)
 
 
 def _check_channels(num_channels):
@@ -237,6 +262,7 @@ def stratified_variance_loss(
     *,
     sign_f: ArrayLike | None = None,
     weighting: str = "samples",
+    baseline: bool = False,
 ) -> Array:
     """Variance of the stratified multi-channel estimate ``I = sum_c mean_c(w)``.
 
@@ -252,7 +278,7 @@ def stratified_variance_loss(
     Channels with fewer than two events contribute 0.
 
     Args:
-        log_f, log_q, channel_ids, num_channels, log_q_sampled, sign_f: as in
+        log_f, log_q, channel_ids, num_channels, log_q_sampled, sign_f, baseline: as in
             :func:`channel_variances`.
         weighting: static, one of ``"samples"``, ``"sum"``, ``"optimal"``.
 
@@ -262,7 +288,8 @@ def stratified_variance_loss(
     if weighting not in _WEIGHTINGS:
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
     var, n = channel_variances(
-        log_f, log_q, channel_ids, num_channels, log_q_sampled, sign_f=sign_f
+        log_f, log_q, channel_ids, num_channels, log_q_sampled, sign_f=sign_f,
+        baseline=baseline,
     )
     if weighting == "sum":
         return jnp.sum(var)

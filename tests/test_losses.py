@@ -63,11 +63,17 @@ def log_q(x, theta):
 N_EVENTS = 4096
 N_BATCHES = 64
 
+#: The losses by name, and the variance loss with its gradient baseline (same closed forms).
+LOSS_FNS = dict(losses.LOSSES,
+                variance_baseline=functools.partial(losses.variance_loss, baseline=True))
+CLOSED["variance_baseline"] = CLOSED["variance"]
+DERIV["variance_baseline"] = DERIV["variance"]
+
 
 @functools.partial(jax.jit, static_argnames=("name", "mode"))
 def _batch(keys, theta, theta_s, *, name, mode):
     """Loss and d loss / d theta for each key: fresh, buffered or pathwise samples."""
-    loss = losses.LOSSES[name]
+    loss = LOSS_FNS[name]
     dtype = theta.dtype
 
     def one(key):
@@ -112,6 +118,33 @@ def test_loss_and_gradient_match_closed_form(name, mode, dtype):
         m, s = _mean_and_sigma(got)
         assert abs(m - want) < 3 * s, (m, s, want)
         assert s < 0.1 * abs(want)  # the test has resolving power
+
+
+@pytest.mark.parametrize("mode", ["fresh", "buffered"])
+def test_variance_baseline_keeps_loss_and_gradient_and_cuts_their_noise(mode, dtype):
+    """The baseline term has zero expectation in value and gradient: both still match the
+    closed forms within 3 sigma at theta = 0.5 (buffered events from theta_s = -0.5), the
+    values on fresh samples are the plain ones exactly, and the gradient's spread over
+    batches falls below half the plain one's (0.29 measured; 0.10 at the minimiser)."""
+    theta, theta_s = jnp.asarray(0.5, dtype), jnp.asarray(-0.5, dtype)
+    keys = jax.random.split(jax.random.key(11), N_BATCHES)
+    plain = _batch(keys, theta, theta_s, name="variance", mode=mode)
+    vals, grads = _batch(keys, theta, theta_s, name="variance_baseline", mode=mode)
+    for got, want in ((vals, CLOSED["variance"](0.5)), (grads, DERIV["variance"](0.5))):
+        m, s = _mean_and_sigma(got)
+        assert abs(m - want) < 3 * s, (m, s, want)
+    if mode == "fresh":
+        np.testing.assert_array_equal(vals, plain[0])
+    assert np.std(grads) < 0.5 * np.std(plain[1])
+    # Per channel: each channel's own baseline; fresh values are again the plain ones.
+    x = sample(jax.random.uniform(jax.random.key(3), (512,), dtype), theta)
+    ids = (jnp.arange(512) % 2).astype(jnp.int32)
+
+    def per_channel(th, baseline):
+        return losses.stratified_variance_loss(x, log_q(x, th), ids, 2, baseline=baseline)
+
+    np.testing.assert_array_equal(per_channel(theta, True), per_channel(theta, False))
+    assert np.isfinite(jax.grad(per_channel)(theta, True))
 
 
 @pytest.mark.parametrize("name", ["variance", "kl", "reverse_kl"])
