@@ -108,8 +108,18 @@ def _sign(sign_f, shape):
     return sign_f
 
 
+#: The forms of the variance loss's gradient baseline (see :func:`_segment_variances`).
+BASELINES = (None, "all", "support")
+
+
+def check_baseline(baseline) -> None:
+    """``ValueError`` unless ``baseline`` is one of :data:`BASELINES`."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+
+
 def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_channels,
-                       baseline=False):
+                       baseline=None):
     """Per-segment unbiased estimates of ``Var_q(f/q)`` and the segment sizes.
 
     With ``a_i = f_i / q_s,i`` (the weight times the ratio, ``E_{q_s}[a] = I``) and
@@ -127,15 +137,19 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
     second term is exactly 0 in value while its gradient is ``-(1/n) sum_i w_i^2 d log q_i``,
     the gradient of ``E_q[(f/q)^2]`` (the ``I^2`` term does not depend on ``q``).
 
-    With ``baseline``, ``(1/n) sum_i c_i expm1(log q_i - log q_s,i)`` is added, ``c_i`` the
-    square of the mean ``a`` of the segment's other events (no gradient) and the sum over
+    With ``baseline="all"``, ``(1/n) sum_i c_i expm1(log q_i - log q_s,i)`` is added, ``c_i``
+    the square of the mean ``a`` of the segment's other events (no gradient) and the sum over
     every event with finite densities, ``f = 0`` included. As ``c_i`` does not depend on
     event ``i``, the term's expectation is ``E[c_i] (E_{q_s}[q/q_s] - 1) = 0`` and that of
     its gradient ``(1/n) sum_i c_i (q_i/q_s,i) d log q_i`` is ``E[c_i] E_q[d log q] = 0``;
     on fresh samples its value is exactly 0. The gradient is then
     ``-(1/n) sum_i (w_i^2 - c_i) (q_i/q_s,i) d log q_i``: the score-function gradient with
     a baseline, whose noise vanishes as ``w`` approaches its mean instead of staying
-    ``~ I^2 |d log q|``.
+    ``~ I^2 |d log q|``. At events with ``f = 0`` it adds noise ``c |d log q|`` instead.
+    ``baseline="support"`` sums over the events with ``f != 0`` only: no noise from the
+    others, but the term's gradient then has expectation ``E[c] d P_q(f != 0)``, so training
+    minimises the variance plus ``c P_q(f != 0)`` rather than the variance alone (on fresh
+    samples the value is still exactly the plain one; estimates never use the loss).
 
     Returns ``(var [C], n [C] int32)``; segments with fewer than two events get ``var = 0``.
     """
@@ -161,13 +175,15 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
     s2 = safe_div(blocked_segment_sum(dev * dev, seg, num_channels), n - 1.0)
     # a^2 (q_s/q - 1): expm1 keeps full precision when q is close to q_s.
     corr = jnp.where(valid, a * a * jnp.expm1(lqs - lq), 0.0)
-    if baseline:
+    check_baseline(baseline)
+    if baseline is not None:
         # Leave-one-out mean: c_i does not depend on event i, so E[c_i (q_i/q_s,i - 1)] = 0
         # exactly, not only to O(1/n).
         total = jnp.take(blocked_segment_sum(a, seg, num_channels), seg, mode="clip")
         others = jnp.take(n, seg, mode="clip") - 1.0
         c = jax.lax.stop_gradient(safe_div(total - a, others)) ** 2
-        corr = corr + jnp.where(ok, c * jnp.expm1(lq - lqs), 0.0)
+        summed = ok if baseline == "all" else valid
+        corr = corr + jnp.where(summed, c * jnp.expm1(lq - lqs), 0.0)
     corr = safe_div(blocked_segment_sum(corr, seg, num_channels), n)
     var = jnp.where(n >= 2, (s2 + corr) * jnp.exp(2.0 * ref), 0.0)
     return var, n.astype(jnp.int32)
@@ -179,7 +195,7 @@ def variance_loss(
     log_q_sampled: ArrayLike | None = None,
     *,
     sign_f: ArrayLike | None = None,
-    baseline: bool = False,
+    baseline: str | None = None,
 ) -> Array:
     """Unbiased estimate of the weight variance ``Var_q(f/q) = int f^2/q dx - I^2``.
 
@@ -196,9 +212,11 @@ def variance_loss(
             samples (``stop_gradient(log_q)``).
         sign_f: optional ``[N]`` sign of ``f`` (``+-1``) for signed integrands; the variance
             is then that of the signed weight.
-        baseline: static; subtract the squared mean weight in the gradient (a
-            zero-expectation term, see :func:`_segment_variances`): the same estimate and the
-            same expected gradient, with less noise where the weights are near their mean.
+        baseline: static, ``None``, ``"all"`` or ``"support"``: subtract the squared mean
+            weight in the gradient (see :func:`_segment_variances`). ``"all"``: the same
+            estimate and the same expected gradient, with less noise where the weights are
+            near their mean. ``"support"``: only at events with ``f != 0`` (no noise from the
+            others, at the price of a ``c P_q(f != 0)`` term in the objective).
 
     Returns:
         ``[]`` the variance estimate, in the units of ``(f/q)^2``.
@@ -222,7 +240,7 @@ def channel_variances(
     log_q_sampled: ArrayLike | None = None,
     *,
     sign_f: ArrayLike | None = None,
-    baseline: bool = False,
+    baseline: str | None = None,
 ) -> tuple[Array, Array]:
     """Per-channel weight variances ``Var_{q_c}(alpha_c f / q_c)`` and sample counts.
 
@@ -262,7 +280,7 @@ def stratified_variance_loss(
     *,
     sign_f: ArrayLike | None = None,
     weighting: str = "samples",
-    baseline: bool = False,
+    baseline: str | None = None,
 ) -> Array:
     """Variance of the stratified multi-channel estimate ``I = sum_c mean_c(w)``.
 

@@ -65,7 +65,7 @@ N_BATCHES = 64
 
 #: The losses by name, and the variance loss with its gradient baseline (same closed forms).
 LOSS_FNS = dict(losses.LOSSES,
-                variance_baseline=functools.partial(losses.variance_loss, baseline=True))
+                variance_baseline=functools.partial(losses.variance_loss, baseline="all"))
 CLOSED["variance_baseline"] = CLOSED["variance"]
 DERIV["variance_baseline"] = DERIV["variance"]
 
@@ -143,8 +143,39 @@ def test_variance_baseline_keeps_loss_and_gradient_and_cuts_their_noise(mode, dt
     def per_channel(th, baseline):
         return losses.stratified_variance_loss(x, log_q(x, th), ids, 2, baseline=baseline)
 
-    np.testing.assert_array_equal(per_channel(theta, True), per_channel(theta, False))
-    assert np.isfinite(jax.grad(per_channel)(theta, True))
+    np.testing.assert_array_equal(per_channel(theta, "all"), per_channel(theta, None))
+    assert np.isfinite(jax.grad(per_channel)(theta, "all"))
+
+
+def test_support_baseline_leaves_out_the_zeros_only(dtype):
+    """``baseline="support"`` is ``"all"`` where f never vanishes, and where it does the
+    two differ exactly by the all-form's term at the f = 0 events, whose gradient is
+    ``c_i (q_i/q_s,i) d log q_i`` summed over them; fresh values are the plain ones."""
+    theta, theta_s = jnp.asarray(0.5, dtype), jnp.asarray(-0.5, dtype)
+    x = sample(jax.random.uniform(jax.random.key(4), (2048,), dtype), theta_s)
+    cut = x > 0.3  # f = e^x on (0.3, 1], zero below
+
+    def loss(th, form, log_f):
+        return losses.variance_loss(log_f, log_q(x, th), log_q(x, theta_s), baseline=form)
+
+    g = {form: jax.grad(loss)(theta, form, x) for form in ("all", "support")}
+    np.testing.assert_allclose(g["support"], g["all"], rtol=tol(dtype, 1e-5, 1e-12))
+    log_f = jnp.where(cut, x, -jnp.inf)
+    g = {form: jax.grad(loss)(theta, form, log_f) for form in (None, "all", "support")}
+    # The all-form's extra gradient at the zeros: (1/n) sum_{f=0} c (q/q_s) d log q, with c
+    # the squared mean of a = f / q_s over the other events (here all of them: f = 0).
+    a = jnp.where(cut, jnp.exp(x - log_q(x, theta_s)), 0.0)
+    c = (jnp.sum(a) / (x.size - 1)) ** 2
+    rho = jnp.exp(log_q(x, theta) - log_q(x, theta_s))
+    dlogq = (x - 0.5) / (1.0 + theta * (x - 0.5))
+    extra = jnp.sum(jnp.where(cut, 0.0, c * rho * dlogq)) / x.size
+    np.testing.assert_allclose(g["all"] - g["support"], extra, rtol=tol(dtype, 1e-4, 1e-10))
+    assert abs(float(extra)) > 1e-3 * abs(float(g[None]))  # the zeros matter here
+    fresh = {form: losses.variance_loss(log_f, log_q(x, theta), baseline=form)
+             for form in (None, "all", "support")}
+    assert fresh[None] == fresh["all"] == fresh["support"]
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        losses.variance_loss(log_f, log_q(x, theta), baseline=True)
 
 
 @pytest.mark.parametrize("name", ["variance", "kl", "reverse_kl"])
