@@ -170,7 +170,8 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
         a = a * sign_f
     ones = jnp.ones_like(a)
     n = blocked_segment_sum(ones, seg, num_channels)
-    mean = safe_div(blocked_segment_sum(a, seg, num_channels), n)
+    sums = blocked_segment_sum(a, seg, num_channels)
+    mean = safe_div(sums, n)
     dev = a - jnp.take(mean, seg, mode="clip")
     s2 = safe_div(blocked_segment_sum(dev * dev, seg, num_channels), n - 1.0)
     # a^2 (q_s/q - 1): expm1 keeps full precision when q is close to q_s.
@@ -179,9 +180,8 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
     if baseline is not None:
         # Leave-one-out mean: c_i does not depend on event i, so E[c_i (q_i/q_s,i - 1)] = 0
         # exactly, not only to O(1/n).
-        total = jnp.take(blocked_segment_sum(a, seg, num_channels), seg, mode="clip")
         others = jnp.take(n, seg, mode="clip") - 1.0
-        c = jax.lax.stop_gradient(safe_div(total - a, others)) ** 2
+        c = jax.lax.stop_gradient(safe_div(jnp.take(sums, seg, mode="clip") - a, others)) ** 2
         summed = ok if baseline == "all" else valid
         corr = corr + jnp.where(summed, c * jnp.expm1(lq - lqs), 0.0)
     corr = safe_div(blocked_segment_sum(corr, seg, num_channels), n)
