@@ -303,7 +303,7 @@ def make_trainer(
     kl_temper: float = 1.0,
     latent_strata: tuple[int, ...] | None = None,
     channel_strata: bool = False,
-    variance_baseline: str | None = None,
+    variance_baseline: str | None = "support",
 ) -> Trainer:
     """Build the pure training kernel.
 
@@ -342,19 +342,19 @@ def make_trainer(
             can take all the density, and in many dimensions the flow never samples the
             others again (a 16-d camel integrated to half its value, the error not showing
             it). Self-normalised, the KL loss does not depend on the scale of ``f^beta``.
-        variance_baseline: ``None``, ``"all"`` or ``"support"``: the variance loss's
-            gradient subtracts a baseline from ``w^2``, each channel's squared mean weight
-            over the batch's other events (``losses.variance_loss``'s ``baseline``), so that
-            its noise vanishes as the weights approach their mean. ``"all"`` keeps the
+        variance_baseline: ``"support"`` (default), ``"all"`` or ``None``: the variance
+            loss's gradient subtracts a baseline from ``w^2``, each channel's squared mean
+            weight over the batch's other events (``losses.variance_loss``'s ``baseline``), so
+            that its noise vanishes as the weights approach their mean. ``"all"`` keeps the
             expected gradient exactly; ``"support"`` applies it only at events with
-            ``f != 0``, where ``"all"`` adds noise. Off by default. Measured with the
-            Integrator's defaults otherwise (``benchmarks/nis.py`` budgets, seeds 0 / 1;
-            relative error, unweighting efficiency): Drell-Yan (no zeros, both forms)
-            3.44 / 3.37e-4 -> 2.17 / 2.02e-4, 0.64 -> 0.69-0.70; three-jet process 1.91 /
-            1.85e-3, 0.35 / 0.39 -> ``"all"`` 1.85 / 1.94e-3, 0.38 / 0.16, ``"support"``
-            1.83 / 1.76e-3, 0.41 / 0.42; quarter annulus 4.0 / 4.1e-4, 0.31 / 0.37 ->
-            ``"all"`` 19 / 4.6e-4, 0.05 / 0.27, ``"support"`` 2.73 / 2.71e-4, 0.68 / 0.76.
-            See ``docs/training.md`` ("Which loss") for the other integrands.
+            ``f != 0``, where ``"all"`` adds noise (its gradient also raises the sampler's
+            probability on the support); ``None`` is the plain gradient ``-w^2 d log q``.
+            Estimates never use the loss and are unbiased with any of them. Measured over
+            seeds 0-4 at the ``benchmarks/nis.py`` budgets, the Integrator's defaults
+            otherwise (median relative error and unweighting efficiency, ``None`` ->
+            ``"support"``): Drell-Yan 3.4e-4 -> 2.0e-4, 0.64 -> 0.70; quarter annulus
+            4.0e-4 -> 2.8e-4, 0.37 -> 0.67; the other integrands of the suite within their
+            spread over seeds. See ``docs/training.md`` ("Which loss").
         latent_strata: cells per axis of the latent cube (single channel only): in frozen
             steps (``update=False``, the refine iterations) and in ``sample``, the uniform
             numbers fed to the flow are stratified over these ``prod latent_strata``
