@@ -36,8 +36,9 @@ The tools:
   (``2 ceil(log2 d)`` layers), rational-quadratic splines of 10 bins, conditioners with two
   hidden layers of 32 (three linear layers), Adam at 3e-3 with a cosine decay to a tenth
   over the survey, a forward-KL phase (the first 75% of a single channel's survey) then
-  the variance loss (stratified over channels), uniform warm-up, buffered training (1 + 3
-  updates per evaluated batch, from a buffer of the last 10 batches); for ``d <= 2`` eight
+  the variance loss (stratified over channels; its gradient with a baseline at the events
+  with ``f != 0``), uniform warm-up, buffered training (1 + 3 updates per evaluated batch,
+  from a buffer of the last 10 batches); for ``d <= 2`` eight
   layers of 16 bins, Adam at 1e-2, 1 + 7 updates per batch, no KL phase. Each row records
   the layers, bins, widths and learning rate. The final events are stratified over the
   latent cube, inside each channel for a process (two per hypercube,
@@ -549,7 +550,8 @@ TOOL_NOTES = {
               "`.train(key, steps)` then "
               "`.refine(key, iterations, batch_size)` (the frozen sampler: the final budget "
               "in `refine_iterations` batches, one by default); float32; variance loss "
-              "(stratified over channels), uniform warm-up, learned channel weights on the "
+              "(stratified over channels; its gradient with a baseline at the events with "
+              "f != 0), uniform warm-up, learned channel weights on the "
               "prior; buffered training (the Integrator default: each evaluated batch serves "
               "1 + 3 Adam updates, 1 + 7 for d <= 2, the extra ones on batches drawn from the "
               "last 10 batches with importance ratios); a forward-KL phase over the first 75% "

@@ -347,8 +347,9 @@ def make_trainer(
             weight over the batch's other events (``losses.variance_loss``'s ``baseline``), so
             that its noise vanishes as the weights approach their mean. ``"all"`` keeps the
             expected gradient exactly; ``"support"`` applies it only at events with
-            ``f != 0``, where ``"all"`` adds noise (its gradient also raises the sampler's
-            probability on the support); ``None`` is the plain gradient ``-w^2 d log q``.
+            ``f != 0``, where ``"all"`` adds noise (its expected gradient is then that of
+            ``Var + c P_q(f != 0)``, whose minimiser is still ``q ~ |f|``); ``None`` is the
+            plain gradient ``-w^2 d log q``.
             Estimates never use the loss and are unbiased with any of them. Measured over
             seeds 0-4 at the ``benchmarks/nis.py`` budgets, the Integrator's defaults
             otherwise (median relative error and unweighting efficiency, ``None`` ->
