@@ -367,12 +367,12 @@ def vegas_start(flow: Flow, grids: ArrayLike, key: PRNGKey, *, method: str | Non
     The default, ``"spline"``, trained better at equal integrand budgets (VEGAS evaluations
     included) in ``benchmarks/vegas_init.py`` (``benchmarks/results/vegas_init.md``:
     2^17 evaluations, a quarter of them on VEGAS, 3 seeds): the relative spread of the
-    weights ``sigma_w / I`` after training was 1.33 (spline) vs 1.47 (grid) on the camel
-    a = 0.1, d = 4; 0.67 vs 0.69 at a = 0.2; 0.85 vs 1.55 on a rotated 4-d Gaussian; 0.60
-    vs 0.93 on the annulus; 0.162 vs 0.171 on 3-channel Drell-Yan (flow alone: 2.64, 0.73,
-    0.94, 0.71, 0.175; VEGAS alone: 2.93, 1.65, 7.4, 1.92, 0.32). With a tenth of the budget
-    on VEGAS the spline start wins on the same five too (grid / spline 1.40 in geometric
-    mean). A VEGAS start is no help on the d = 8 camels at this budget: at a = 0.2 the
+    weights ``sigma_w / I`` after training was 1.34 (spline) vs 1.47 (grid) on the camel
+    a = 0.1, d = 4; 0.66 vs 0.68 at a = 0.2; 0.87 vs 1.46 on a rotated 4-d Gaussian; 0.63
+    vs 0.91 on the annulus; 0.149 vs 0.161 on 3-channel Drell-Yan (flow alone: 2.76, 0.73,
+    0.95, 0.73, 0.165; VEGAS alone: 2.93, 1.65, 7.4, 1.92, 0.32). With a tenth of the budget
+    on VEGAS the spline start wins on the same five too (grid / spline 1.35 in geometric
+    mean, with the d = 8 camel at a = 0.2). A VEGAS start is no help on the d = 8 camels at this budget: at a = 0.2 the
     grid's 2^8 phantom peaks make either start worse than the flow alone, at a = 0.1 VEGAS
     finds one peak of two. Note: the spline's knot-slope map has a zero gradient at raw
     parameter 0, where identity layers start; the benchmark (like the Integrator) moves
