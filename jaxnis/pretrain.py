@@ -372,11 +372,11 @@ def vegas_start(flow: Flow, grids: ArrayLike, key: PRNGKey, *, method: str | Non
     vs 0.91 on the annulus; 0.149 vs 0.161 on 3-channel Drell-Yan (flow alone: 2.76, 0.73,
     0.95, 0.73, 0.165; VEGAS alone: 2.93, 1.65, 7.4, 1.92, 0.32). With a tenth of the budget
     on VEGAS the spline start wins on the same five too (grid / spline 1.35 in geometric
-    mean, with the d = 8 camel at a = 0.2). A VEGAS start is no help on the d = 8 camels at this budget: at a = 0.2 the
-    grid's 2^8 phantom peaks make either start worse than the flow alone, at a = 0.1 VEGAS
-    finds one peak of two. Note: the spline's knot-slope map has a zero gradient at raw
-    parameter 0, where identity layers start; the benchmark (like the Integrator) moves
-    those raw slopes to 1e-3 before training.
+    mean over them and the d = 8 camel at a = 0.2). A VEGAS start is no help on the d = 8
+    camels at this budget: at a = 0.2 the grid's 2^8 phantom peaks make either start worse
+    than the flow alone, at a = 0.1 VEGAS finds one peak of two. Note: the spline's
+    knot-slope map has a zero gradient at raw parameter 0, where identity layers start; the
+    benchmark (like the Integrator) moves those raw slopes to 1e-3 before training.
 
     Args:
         flow: the flow to train (``context_dim == C`` for per-channel grids).
