@@ -216,7 +216,9 @@ def variance_loss(
             weight in the gradient (see :func:`_segment_variances`). ``"all"``: the same
             estimate and the same expected gradient, with less noise where the weights are
             near their mean. ``"support"``: only at events with ``f != 0`` (no noise from the
-            others, at the price of a ``c P_q(f != 0)`` term in the objective).
+            others, at the price of a ``c P_q(f != 0)`` term in the objective). ``None``
+            here, the plain loss; ``jaxnis.train.make_trainer`` uses ``"support"`` unless told
+            otherwise.
 
     Returns:
         ``[]`` the variance estimate, in the units of ``(f/q)^2``.
