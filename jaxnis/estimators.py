@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnis.numerics import max_abs_scale, safe_div, safe_sqrt, times_exp
+from jaxnis.numerics import is_concrete, max_abs_scale, safe_div, safe_sqrt, times_exp
 from jaxnis.types import Array, ArrayLike, PRNGKey, PyTree
 
 # ---------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def _check_1d(w, name="w"):
 
 def _check_unit_interval(name: str, value: ArrayLike) -> None:
     """``ValueError`` for a concrete ``value`` outside ``[0, 1]`` (traced values pass)."""
-    if isinstance(value, jax.core.Tracer):
+    if not is_concrete(value):
         return
     v = np.asarray(value)
     if v.shape != () or not 0.0 <= float(v) <= 1.0:

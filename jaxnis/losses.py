@@ -153,6 +153,7 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
 
     Returns ``(var [C], n [C] int32)``; segments with fewer than two events get ``var = 0``.
     """
+    check_baseline(baseline)
     lf, lq, lqs, valid, ok = _prepare(log_f, log_q, log_q_sampled)
     sign_f = _sign(sign_f, lf.shape)
     seg = jnp.asarray(channel_ids)
@@ -176,7 +177,6 @@ def _segment_variances(log_f, log_q, log_q_sampled, sign_f, channel_ids, num_cha
     s2 = safe_div(blocked_segment_sum(dev * dev, seg, num_channels), n - 1.0)
     # a^2 (q_s/q - 1): expm1 keeps full precision when q is close to q_s.
     corr = jnp.where(valid, a * a * jnp.expm1(lqs - lq), 0.0)
-    check_baseline(baseline)
     if baseline is not None:
         # Leave-one-out mean: c_i does not depend on event i, so E[c_i (q_i/q_s,i - 1)] = 0
         # exactly, not only to O(1/n).

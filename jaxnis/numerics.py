@@ -14,6 +14,12 @@ import jax.numpy as jnp
 from jaxnis.types import Array, ArrayLike
 
 
+def is_concrete(value) -> bool:
+    """Whether ``value`` is known now, not traced under ``jit``/``grad``/``vmap``: only
+    concrete values can be checked in Python (a traced one has no value yet)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
 def safe_sqrt(x: ArrayLike) -> Array:
     """``sqrt(max(x, 0))`` with gradient 0 (not inf/nan) for ``x <= 0``."""
     x = jnp.asarray(x)

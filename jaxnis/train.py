@@ -262,10 +262,11 @@ def _checked(ev: ch.ChannelEval, integrand: ch.MultiChannelIntegrand) -> ch.Chan
     expected = {"log_fj": (), "sign": (), "log_prior": (integrand.n_channels,),
                 "features": (integrand.n_features,)}
     for name, shape in expected.items():
-        if jnp.iscomplexobj(getattr(ev, name)):
+        field = getattr(ev, name)
+        if jnp.iscomplexobj(field):
             raise ValueError(f"the integrand's {name} must be real, got "
-                             f"{jnp.result_type(getattr(ev, name))}")
-        got = jnp.shape(getattr(ev, name))[1:]
+                             f"{jnp.result_type(field)}")
+        got = jnp.shape(field)[1:]
         if got != shape:
             raise ValueError(f"the integrand's {name} has shape {got} per event; expected "
                              f"{shape} (n_channels={integrand.n_channels}, "

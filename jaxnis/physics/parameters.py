@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnis.numerics import safe_sqrt
+from jaxnis.numerics import is_concrete, safe_sqrt
 from jaxnis.types import Array, ArrayLike, Params
 
 #: (hbar c)^2 in pb GeV^2: multiply a cross section in GeV^-2 by this to get pb.
@@ -150,10 +150,6 @@ def check_bosons(bosons) -> tuple[str, ...]:
     return bosons
 
 
-def _is_concrete(value) -> bool:
-    return not isinstance(value, jax.core.Tracer)
-
-
 def validate_params(params: Params) -> None:
     """Check concrete parameter values; traced values are skipped.
 
@@ -164,7 +160,7 @@ def validate_params(params: Params) -> None:
     for key in DEFAULTS:
         if key not in params:
             raise ValueError(f"parameter {key!r} is missing")
-    concrete = {k: params[k] for k in DEFAULTS if _is_concrete(params[k])}
+    concrete = {k: params[k] for k in DEFAULTS if is_concrete(params[k])}
     values = {}
     for k, v in concrete.items():
         arr = np.asarray(v)

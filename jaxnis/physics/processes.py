@@ -49,7 +49,7 @@ import numpy as np
 
 from jaxnis import kinematics as kin
 from jaxnis.channels import ChannelEval, MultiChannelIntegrand, normalise_log_weights
-from jaxnis.numerics import safe_div, safe_log
+from jaxnis.numerics import is_concrete, safe_div, safe_log
 from jaxnis.phasespace.chain import DecayTree, HadronicChannel, HadronicEvent
 from jaxnis.phasespace.decays import beams
 from jaxnis.phasespace.luminosity import LuminosityMap, parton_momenta
@@ -135,7 +135,7 @@ class _Process:
             raise ValueError(f"{type(self).__name__} needs params {missing}; use "
                              "default_params()")
         pp.validate_params(params)
-        if not any(isinstance(params[k], jax.core.Tracer) for k in self.SETTINGS):
+        if all(is_concrete(params[k]) for k in self.SETTINGS):
             self._validate_settings({k: float(np.asarray(params[k])) for k in self.SETTINGS})
 
     def _cast(self, params: Params, dtype) -> Params:
@@ -548,7 +548,7 @@ class DrellYan(_Process):
         self.check_params(params)
         for name, free in (("pt_min", 0.0), ("eta_max", float("inf"))):
             value = params[name]
-            if not isinstance(value, jax.core.Tracer) and float(value) != free:
+            if is_concrete(value) and float(value) != free:
                 raise ValueError(f"reference_sigma has no lepton cuts: {name} must be {free}, "
                                  f"got {float(value)}")
         dtype = jnp.result_type(params["sqrt_s"], float)
