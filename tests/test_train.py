@@ -224,22 +224,26 @@ def test_multichannel_estimate_and_learned_weights():
 
 def test_variance_baseline_changes_the_update_and_keeps_the_estimate():
     """``variance_baseline`` reaches the loss: the same run moves the parameters
-    differently (the baseline term has a gradient of zero mean, not zero), and the
-    two-channel estimate stays honest and as precise as in the multi-channel test above."""
-    integrand, truth = _two_peak_integrand()
+    differently (the baseline term has a gradient of zero mean, not zero), the two-channel
+    estimate stays honest, and with an imperfect prior (something to learn) the trained
+    sampler is at least as precise as without the baseline (seed 0: median error over the
+    last 30 batches 0.7 % against 1.1 %)."""
+    integrand, truth = _two_peak_integrand(prior_power=0.5)
     flow = make_flow(1, n_bins=8, hidden=(16,), context_dim=2)
     runs = {}
     for baseline in (None, "all"):
         trainer = make_trainer(integrand, flow, optax.adam(3e-3), batch_size=512,
                                min_per_channel=32, variance_baseline=baseline)
-        runs[baseline] = _run(trainer, 30)
-    (s0, _), (s1, i1) = runs[None], runs["all"]
+        runs[baseline] = _run(trainer, 150)
+    (s0, i0), (s1, i1) = runs[None], runs["all"]
     moved = [float(jnp.max(jnp.abs(a - b))) for a, b in
              zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params), strict=True)]
     assert max(moved) > 1e-4
-    pulls = np.array([(float(i.value) - truth) / float(i.error) for i in i1[-10:]])
+    pulls = np.array([(float(i.value) - truth) / float(i.error) for i in i1[-30:]])
     assert np.all(np.abs(pulls) < 5), pulls
-    assert np.mean([float(i.error) for i in i1[-10:]]) / truth < 0.01
+    plain, with_baseline = (np.median([float(i.error) for i in infos[-30:]]) / truth
+                            for infos in (i0, i1))
+    assert with_baseline < min(plain, 0.01), (with_baseline, plain)
 
 
 def test_batched_sampler_maps_give_the_per_event_training():
