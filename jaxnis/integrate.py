@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
 import time
@@ -281,7 +282,8 @@ class Integrator:
         learn_channel_weights: train a channel-weight network on top of the prior
             (multi-channel only).
         uniform_warmup: sample uniformly until the flow's loss beats uniform sampling.
-        trainer_options: further keyword arguments for :func:`jaxnis.train.make_trainer`.
+        trainer_options: further keyword arguments for :func:`jaxnis.train.make_trainer`
+            (checked here: an unknown name or a bad value raises ``ValueError``).
         progress: show a progress line on stderr.
         steps_per_call: steps (or refine iterations) per call of the compiled program, which
             scans over them; the progress line is updated between calls.
@@ -381,6 +383,7 @@ class Integrator:
             kl_temper=kl_temper,
             latent_strata=self.latent_strata, channel_strata=channel_strata,
         ) | dict(trainer_options or {})
+        self._check_trainer_options()
         self.state: TrainState | None = None
         self.n_eval = 0
         # Compiled kernels per survey length (the learning-rate schedule depends on it).
@@ -467,6 +470,20 @@ class Integrator:
                                         compiler.jit(sample))
         self._active = self._compiled[n_survey]
         return self._active
+
+    def _check_trainer_options(self) -> None:
+        """Build a trainer once (Python only, nothing traced), so that a bad option in
+        ``trainer_options`` raises here rather than at the first ``train``."""
+        try:
+            make_trainer(self.integrand, self.flow, optax.identity(), **self._trainer_kwargs)
+        except TypeError as error:
+            known = set(inspect.signature(make_trainer).parameters) - {
+                "integrand", "sampler", "optimizer"}
+            unknown = sorted(set(self._trainer_kwargs) - known)
+            if not unknown:
+                raise
+            raise ValueError(f"unknown trainer_options {unknown}; make_trainer takes "
+                             f"{sorted(known)}") from error
 
     def _latent_strata(self, n: int) -> tuple[int, ...] | None:
         """Cells per axis of the single-channel latent strata for batches of ``n`` events:

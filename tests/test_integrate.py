@@ -157,6 +157,11 @@ def test_bad_arguments():
         Integrator(camel, 2, progress=False).integrate(0, n_survey=-1)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 2, got 1"):
         Integrator(camel, 2, batch_size=1)
+    # trainer_options are checked when the Integrator is made, not at the first train.
+    with pytest.raises(ValueError, match=r"unknown trainer_options \['varaince_baseline'\]"):
+        Integrator(camel, 2, trainer_options={"varaince_baseline": None})
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        Integrator(camel, 2, trainer_options={"variance_baseline": "suport"})
 
 
 def test_an_integrand_without_theta_is_the_same_integrand():
