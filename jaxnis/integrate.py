@@ -472,18 +472,16 @@ class Integrator:
         return self._active
 
     def _check_trainer_options(self) -> None:
-        """Build a trainer once (Python only, nothing traced), so that a bad option in
-        ``trainer_options`` raises here rather than at the first ``train``."""
-        try:
-            make_trainer(self.integrand, self.flow, optax.identity(), **self._trainer_kwargs)
-        except TypeError as error:
-            known = set(inspect.signature(make_trainer).parameters) - {
-                "integrand", "sampler", "optimizer"}
-            unknown = sorted(set(self._trainer_kwargs) - known)
-            if not unknown:
-                raise
+        """Check the trainer's options now rather than at the first ``train``: the names
+        against :func:`make_trainer`'s keywords, the values by building a trainer once
+        (Python only, nothing traced)."""
+        known = set(inspect.signature(make_trainer).parameters) - {
+            "integrand", "sampler", "optimizer"}
+        unknown = sorted(set(self._trainer_kwargs) - known)
+        if unknown:
             raise ValueError(f"unknown trainer_options {unknown}; make_trainer takes "
-                             f"{sorted(known)}") from error
+                             f"{sorted(known)}")
+        make_trainer(self.integrand, self.flow, optax.identity(), **self._trainer_kwargs)
 
     def _latent_strata(self, n: int) -> tuple[int, ...] | None:
         """Cells per axis of the single-channel latent strata for batches of ``n`` events:
