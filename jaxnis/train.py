@@ -103,6 +103,10 @@ class TrainState(NamedTuple):
         log_scale: ``[]`` the unit of the losses, ``log`` of a running (exponential, 0.9
             per step) average of the batches' mean weight ``<|alpha f| / q>``; NaN before
             the first step. See ``objective`` in :func:`make_trainer`.
+        average: the parameters that frozen steps and ``sample`` draw from: an exponential
+            moving average of ``params`` over the training steps (``average_decay`` of
+            :func:`make_trainer`; debiased, so it averages only parameters that were
+            reached), or ``params`` itself when averaging is off.
     """
 
     params: Params
@@ -114,6 +118,7 @@ class TrainState(NamedTuple):
     use_flow: Array
     step: Array
     log_scale: Array
+    average: Params
 
 
 class TrainInfo(NamedTuple):
@@ -305,6 +310,7 @@ def make_trainer(
     latent_strata: tuple[int, ...] | None = None,
     channel_strata: bool = False,
     variance_baseline: str | None = "support",
+    average_decay: float = 0.0,
 ) -> Trainer:
     """Build the pure training kernel.
 
@@ -373,6 +379,12 @@ def make_trainer(
             contribution is ``sum_h (1/M_c) mean_h(w)``. The counts follow the allocation,
             so the hypercubes are laid out at run time within a fixed bound of
             ``N // 2 + C`` strata.
+        average_decay: frozen steps and ``sample`` draw from an exponential moving average
+            of the parameters over the training steps (``TrainState.average``), decaying by
+            this factor per step (0: the current parameters). Training steps still draw from
+            the current parameters. The last parameters of a stochastic-gradient run scatter
+            about the optimum by the noise of the last updates; their average over a window
+            of steps scatters less.
 
     Returns:
         :class:`Trainer`.
@@ -401,6 +413,8 @@ def make_trainer(
     check_kl_temper(kl_temper)
     if not 0.0 <= sigma_decay < 1.0:
         raise ValueError(f"sigma_decay must be in [0, 1), got {sigma_decay}")
+    if not 0.0 <= average_decay < 1.0:
+        raise ValueError(f"average_decay must be in [0, 1), got {average_decay}")
     strata = _check_latent_strata(latent_strata, dim, n_ch, n)
     if channel_strata and n_ch == 1:
         raise ValueError("channel_strata is for several channels; use latent_strata")
@@ -533,13 +547,13 @@ def make_trainer(
         lay = layout(channel) if lay is None else lay
         return select(stratified, stratified_estimate(w, est.n, lay), (est, w, channel))
 
-    def draw(key, state: TrainState, theta, stratified):
-        """A fresh batch, its non-finite count and its hypercube layout (``None`` when
-        the batch is plain)."""
+    def draw(key, params, state: TrainState, theta, stratified):
+        """A fresh batch from the flow of ``params``, its non-finite count and its
+        hypercube layout (``None`` when the batch is plain)."""
         channel = ch.channel_ids(state.counts, n)
         lay = layout(channel) if latent_cells and stratified is not False else None
         u = latent(key, stratified, lay)
-        flow_params = jax.lax.stop_gradient(state.params["flow"])
+        flow_params = jax.lax.stop_gradient(params["flow"])
 
         def from_flow(u):
             r, logdet = flow_forward(flow_params, u, channel)
@@ -630,7 +644,19 @@ def make_trainer(
             use_flow=jnp.asarray(not uniform_warmup),
             step=jnp.zeros((), jnp.int32),
             log_scale=jnp.full((), jnp.nan, dtype),
+            average=params,
         )
+
+    def averaged(average, params, step):
+        """The average after the training step ``step`` (0-based) reached ``params``: the
+        debiased exponential average, ``sum_s d^(t-s) p_s / sum_s d^(t-s)`` over the
+        ``t = step + 1`` steps so far (the first step's parameters get weight 1)."""
+        if not average_decay:
+            return params
+        t = (step + 1).astype(jnp.float32)
+        rate = (1.0 - average_decay) / (1.0 - jnp.float32(average_decay) ** t)
+        return jax.tree.map(lambda a, p: a * (1.0 - rate).astype(a.dtype)
+                            + p * rate.astype(p.dtype), average, params)
 
     def train_on(k_buf, state: TrainState, batch: _Batch):
         kl_phase, beta = phase(state.step)
@@ -650,10 +676,12 @@ def make_trainer(
 
     def step(key: PRNGKey, state: TrainState, theta: PyTree = None, update: Any = True):
         k_draw, k_buf = jax.random.split(key)
-        # Only frozen (refine) batches are stratified: training sees plain batches.
+        # Only frozen (refine) batches are stratified: training sees plain batches. Frozen
+        # batches come from the averaged parameters, training batches from the current ones.
         stratified = False if isinstance(update, bool) and update else jnp.logical_not(update)
-        batch, n_bad, lay = draw(k_draw, state, theta, stratified)
-        w = weights(state.params, batch, state.active)
+        sampling = select(stratified, state.average, state.params)
+        batch, n_bad, lay = draw(k_draw, sampling, state, theta, stratified)
+        w = weights(sampling, batch, state.active)
         est, raw, stratum = estimate(w, batch.channel, stratified, lay)
         # The unit of the losses: the running average of the batches' mean weight; the
         # first batch sets it. Batches without a finite nonzero weight skip it.
@@ -715,9 +743,12 @@ def make_trainer(
             channel=batch.channel, stratum=stratum, n_skipped=skipped,
         )
         new_state = TrainState(params, opt_state, buffer, counts, active, sigma, use_flow,
-                               state.step + 1, log_scale)
+                               state.step + 1, log_scale,
+                               averaged(state.average, params, state.step))
         if frozen:
             new_state = new_state._replace(
+                average=jax.tree.map(lambda a, b: jnp.where(update, a, b),
+                                     new_state.average, state.average),
                 log_scale=jnp.where(update, log_scale, log_scale0),
                 counts=jnp.where(update, counts, state.counts),
                 active=jnp.where(update, active, state.active),
@@ -749,10 +780,11 @@ def make_trainer(
         return ch.allocate(active.astype(sigma.dtype), n, min_per_channel=0, active=active)
 
     def sample(key: PRNGKey, state: TrainState, theta: PyTree = None):
-        """A fresh batch with its weights ``alpha f / q``, no update:
-        ``(batch, w [N], n_nonfinite)``; ``estimate(w, batch.channel)`` gives the estimate."""
-        batch, n_bad, _ = draw(key, state, theta, True)
-        return batch, weights(state.params, batch, state.active), n_bad
+        """A fresh batch from the frozen sampler (``state.average``) with its weights
+        ``alpha f / q``, no update: ``(batch, w [N], n_nonfinite)``;
+        ``estimate(w, batch.channel)`` gives the estimate."""
+        batch, n_bad, _ = draw(key, state.average, state, theta, True)
+        return batch, weights(state.average, batch, state.active), n_bad
 
     return Trainer(init=init, step=step, sample=sample, integrand=integrand,
                    estimate=estimate, n_strata=n_strata, allocate=allocate)

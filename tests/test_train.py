@@ -424,3 +424,49 @@ def test_frozen_step_reports_a_fresh_batch_and_leaves_the_state_unchanged():
     assert any(jax.tree.leaves(moved))
     assert int(trained.step) == int(state.step) + 1 == int(frozen.step) + 1
     assert step._cache_size() == compiled  # training and frozen steps: one program
+
+
+def test_frozen_steps_and_sample_draw_from_the_average_of_the_parameters():
+    """With ``average_decay = d`` the state's average after ``t`` training steps is
+    ``sum_s d^(t-s) p_s / sum_s d^(t-s)`` over the parameters ``p_s`` the steps reached
+    (here computed in float64 from the saved ``p_s``). Training steps draw from the current
+    parameters, frozen steps and ``sample`` from the average; with ``d = 0`` (the default)
+    the average is the parameters themselves, bit for bit."""
+    d = 0.7
+    trainer = make_trainer(single_channel(camel, 2), FLOW, _optimizer(), batch_size=BATCH,
+                           average_decay=d)
+    step = jax.jit(trainer.step)
+    state = trainer.init(jax.random.key(0))
+    reached = []
+    for k in jax.random.split(jax.random.key(1), 6):
+        state, _ = step(k, state, THETA)
+        reached.append(state.params)
+    weights = d ** np.arange(len(reached) - 1, -1, -1.0)
+    weights /= weights.sum()
+    expected = jax.tree.map(
+        lambda *p: np.tensordot(weights, np.stack(p).astype(np.float64), axes=1), *reached)
+    for a, e in zip(jax.tree.leaves(state.average), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), e, rtol=1e-5, atol=1e-7)
+    gap = max(float(jnp.max(jnp.abs(a - p))) for a, p in zip(
+        jax.tree.leaves(state.average), jax.tree.leaves(state.params), strict=True))
+    assert gap > 1e-3  # the steps moved the parameters: the average is not the last ones
+
+    # Frozen steps and sample ignore params; a training step does not.
+    elsewhere = state._replace(params=trainer.init(jax.random.key(5)).params)
+    key, frozen = jax.random.key(7), jnp.asarray(False)
+    weights_of = {name: np.asarray(step(key, s, THETA, frozen)[1].weights)
+                  for name, s in [("state", state), ("elsewhere", elsewhere),
+                                  ("last", state._replace(average=state.params))]}
+    np.testing.assert_array_equal(weights_of["state"], weights_of["elsewhere"])
+    assert not np.allclose(weights_of["state"], weights_of["last"])
+    sample = jax.jit(trainer.sample)
+    np.testing.assert_array_equal(np.asarray(sample(key, state, THETA)[1]),
+                                  np.asarray(sample(key, elsewhere, THETA)[1]))
+    trained = [np.asarray(step(key, s, THETA)[1].weights) for s in (state, elsewhere)]
+    assert not np.allclose(*trained)
+
+    plain, _ = _run(ONLINE, 3)
+    jax.tree.map(np.testing.assert_array_equal, plain.average, plain.params)
+    with pytest.raises(ValueError, match=r"average_decay must be in \[0, 1\), got 1.0"):
+        make_trainer(single_channel(camel, 2), FLOW, _optimizer(), batch_size=64,
+                     average_decay=1.0)
