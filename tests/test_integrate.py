@@ -8,7 +8,13 @@ import pytest
 
 from jaxnis import estimators
 from jaxnis.flows.flow import make_flow
-from jaxnis.integrate import Integrator, default_options, integrate, survey_and_refine
+from jaxnis.integrate import (
+    Integrator,
+    average_decay,
+    default_options,
+    integrate,
+    survey_and_refine,
+)
 from jaxnis.train import make_trainer, single_channel
 
 # REFERENCES.md: camel with a = 0.2, integral [1/2 (erf(2/(3a)) + erf(1/(3a)))]^d.
@@ -140,6 +146,8 @@ def test_bad_arguments():
         Integrator(camel, 2, vegas_pretrain={"n_iters": 3})
     with pytest.raises(ValueError, match="kl_fraction must be in"):
         Integrator(camel, 4, kl_fraction=1.5)
+    with pytest.raises(ValueError, match="average_fraction must be in"):
+        Integrator(camel, 4, average_fraction=-0.1)
     with pytest.raises(ValueError, match="kl_temper must be in"):
         Integrator(camel, 4, kl_temper=0.0)
     with pytest.raises(RuntimeError, match="before refine"):
@@ -162,6 +170,25 @@ def test_bad_arguments():
         Integrator(camel, 2, trainer_options={"varaince_baseline": None})
     with pytest.raises(ValueError, match="baseline must be one of"):
         Integrator(camel, 2, trainer_options={"variance_baseline": "suport"})
+
+
+def test_the_refine_sampler_averages_the_last_fraction_of_the_survey():
+    """``average_fraction`` sets the time constant of the parameters' average as a fraction
+    of the survey (25 of 250 steps: decay 0.96 per step); off, the average is the last
+    parameters and the refine draws from those."""
+    assert average_decay(0.1, 250) == pytest.approx(0.96)
+    assert average_decay(0.05, 20) == average_decay(0.0, 250) == 0.0
+    options = dict(batch_size=64, progress=False, flow={"n_bins": 4, "hidden": (8,)})
+    states = {}
+    for fraction in (0.0, 0.25):
+        integrator = Integrator(camel, 2, average_fraction=fraction, **options)
+        integrator.train(0, 12)
+        states[fraction] = integrator.state
+    gap = [max(float(jnp.max(jnp.abs(a - p))) for a, p in zip(
+        jax.tree.leaves(s.average), jax.tree.leaves(s.params), strict=True))
+        for s in states.values()]
+    assert gap[0] == 0.0 and gap[1] > 1e-3, gap
+    assert Integrator(camel, 2, progress=False).average_fraction == 0.05
 
 
 def test_an_integrand_without_theta_is_the_same_integrand():

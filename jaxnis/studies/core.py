@@ -234,7 +234,8 @@ def uniform_points(key: PRNGKey, n: int, dim: int, n_channels: int = 1,
 
 def flow_points(key: PRNGKey, n: int, flow: Any, flow_params: Params,
                 n_channels: int = 1) -> Points:
-    """``n`` points from a flow held fixed (e.g. ``TrainState.params["flow"]``).
+    """``n`` points from a flow held fixed (e.g. ``TrainState.average["flow"]``, the trained
+    sampler that refine iterations draw from).
 
     ``u ~ U[0,1]^dim``, ``r, log det = flow.forward_and_log_det(flow_params, u, context)``,
     ``log q = -log det``; for several channels the context is the one-hot channel (the
