@@ -517,9 +517,9 @@ def markdown(payload: dict[str, Any]) -> list[str]:
          "unw. eff. jaxnis / best peer (>= 1.5)", "wall jaxnis / madnis (<= 0.1)",
          "warm-cache wall jaxnis / madnis"],
         [[t["integrand"], t["structure"],
-          f"{_fmt(t.get('rel_error_ratio'), '.2f')} ({t.get('best_error_peer', '-')})"
+          f"{_fmt(t.get('rel_error_ratio'), '.3f')} ({t.get('best_error_peer', '-')})"
           + ("" if t.get("jaxnis_consistent", True) else " **wrong: pull beyond 5 sigma**"),
-          f"{_fmt(t.get('efficiency_ratio'), '.2f')} ({t.get('best_efficiency_peer', '-')})",
+          f"{_fmt(t.get('efficiency_ratio'), '.3f')} ({t.get('best_efficiency_peer', '-')})",
           _fmt(t.get("wall_ratio_vs_madnis"), ".2f"),
           _fmt(t.get("wall_warm_ratio_vs_madnis"), ".2f")] for t in tg], "llrrrr")
     corr = [t for t in tg if t["structure"] == "correlated" and "rel_error_ratio" in t]

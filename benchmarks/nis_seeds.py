@@ -120,9 +120,9 @@ def markdown(payload: dict[str, Any]) -> list[str]:
         _common.markdown_table(
             ["integrand", "quoted rel. error jaxnis / best peer (<= 0.5)",
              "actual rel. error jaxnis / best peer", "unw. eff. jaxnis / best peer (>= 1.5)"],
-            [[t["integrand"], f"{f(t['rel_error_ratio'], '.2f')} ({t['best_error_peer']})",
-              f"{f(t['actual_error_ratio'], '.2f')} ({t['best_actual_peer']})",
-              f"{f(t['efficiency_ratio'], '.2f')} ({t['best_efficiency_peer']})"]
+            [[t["integrand"], f"{f(t['rel_error_ratio'], '.3f')} ({t['best_error_peer']})",
+              f"{f(t['actual_error_ratio'], '.3f')} ({t['best_actual_peer']})",
+              f"{f(t['efficiency_ratio'], '.3f')} ({t['best_efficiency_peer']})"]
              for t in payload["targets"]],
             align="lrrr"),
         "## Runs",
