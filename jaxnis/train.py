@@ -490,11 +490,12 @@ def make_trainer(
                                          batch.channel, active)
         return objective(log_f, log_q, batch, log_q_sampled, kl_phase, shift, beta)
 
-    def select(stratified, a, b):
-        """``a`` for a stratified batch, else ``b`` (``stratified``: bool, maybe traced)."""
-        if isinstance(stratified, bool):
-            return a if stratified else b
-        return jax.tree.map(lambda x, y: jnp.where(stratified, x, y), a, b)
+    def select(flag, a, b):
+        """Pytree ``a`` where ``flag`` (a bool, maybe traced: a stratified batch, an update
+        that happens), else ``b``."""
+        if isinstance(flag, bool):
+            return a if flag else b
+        return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
 
     def layout(channel):
         """Hypercubes of a stratified batch, per event: cells per axis (``[d]`` or
@@ -747,8 +748,7 @@ def make_trainer(
                                averaged(state.average, params, state.step))
         if frozen:
             new_state = new_state._replace(
-                average=jax.tree.map(lambda a, b: jnp.where(update, a, b),
-                                     new_state.average, state.average),
+                average=select(update, new_state.average, state.average),
                 log_scale=jnp.where(update, log_scale, log_scale0),
                 counts=jnp.where(update, counts, state.counts),
                 active=jnp.where(update, active, state.active),
