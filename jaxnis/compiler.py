@@ -11,6 +11,17 @@ flow's batched passes run on rows of events (the transposed output layers are su
 products), the option off makes that step 2.7x faster at d = 16 and 1.6-2.0x at d = 4
 (batch 16384; 240-250 ms against 670-690 ms, and 36-43 ms against 68-72 ms).
 
+XLA's classic element-wise emitters instead of its newer fusion emitters
+(``xla_cpu_use_fusion_emitters=False``) are not set: they trade compile time for run time.
+Measured on 2 CPU cores with the settings of ``benchmarks/nis.py`` (a 250-step survey at
+batch 1000, then a refine batch of 5e4): XLA compile time fell by 15-35% (camel4 14-16 s
+to 10-11 s, Drell-Yan 27-32 s to 17-22 s, three jets 23.4 s to 17.2 s), but the compiled
+survey ran 8-13% longer on camel4, gauss16 and Drell-Yan (11% shorter on the annulus; the
+fastest of four repeats, both programs in one process). A run that trains longer than the
+benchmark's, or loads its programs from the persistent cache
+(:mod:`jaxnis.compile_cache`), would lose by it. The test suite, which compiles many
+small programs and runs each a few times, sets it (``tests/conftest.py``).
+
 :func:`jit` is ``jax.jit`` with these options; the :class:`~jaxnis.integrate.Integrator`
 compiles its programs with it, and so can a program built from jaxnis's parts (a flow, a
 trainer's step). On other backends the options are empty and :func:`jit` is ``jax.jit``.
