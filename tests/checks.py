@@ -111,6 +111,13 @@ def assert_mc_mean(weights, truth: float, *, n_sigma: float = 3.0) -> float:
     return pull
 
 
+def max_abs_difference(a, b) -> float:
+    """The largest ``|a - b|`` over all leaves of two pytrees of the same structure (two sets
+    of parameters, e.g. a trainer's average and its last parameters)."""
+    return max(float(jnp.max(jnp.abs(x - y)))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 def random_grid(key, dim: int, n_bins: int, dtype):
     """A non-uniform VEGAS grid ``[dim, n_bins + 1]``; its narrowest bin is at least
     ``0.2 / n_bins`` wide."""

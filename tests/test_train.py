@@ -9,6 +9,7 @@ import pytest
 from jaxnis import channels as ch
 from jaxnis.flows.flow import make_flow
 from jaxnis.train import Sampler, kl_exponent, make_trainer, single_channel
+from tests.checks import max_abs_difference
 
 WIDTH = 0.1
 
@@ -447,8 +448,7 @@ def test_frozen_steps_and_sample_draw_from_the_average_of_the_parameters():
         lambda *p: np.tensordot(weights, np.stack(p).astype(np.float64), axes=1), *reached)
     for a, e in zip(jax.tree.leaves(state.average), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(np.asarray(a), e, rtol=1e-5, atol=1e-7)
-    gap = max(float(jnp.max(jnp.abs(a - p))) for a, p in zip(
-        jax.tree.leaves(state.average), jax.tree.leaves(state.params), strict=True))
+    gap = max_abs_difference(state.average, state.params)
     assert gap > 1e-3  # the steps moved the parameters: the average is not the last ones
 
     # Frozen steps and sample ignore params; a training step does not.
