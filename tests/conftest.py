@@ -18,15 +18,19 @@ program), which the optimised programs finish sooner.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from pathlib import Path
 
 # XLA:CPU's newer fusion emitters take about twice as long to compile the suite's small
 # unoptimised programs as the classic element-wise emitters (measured: a vmapped
 # survey-and-refine program 3.2-3.7 s against 1.6-1.8 s, the quick demo 24 s against
-# 17 s). Set before the backend starts, i.e. before any computation.
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_use_fusion_emitters=false"]).strip()
+# 17 s). Set before the backend starts, i.e. before any computation. jaxlib 0.11 (Python
+# >= 3.12) no longer has the option, and XLA stops the process at an unknown flag.
+JAXLIB = tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2])
+if JAXLIB < (0, 11):
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_use_fusion_emitters=false"]).strip()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
