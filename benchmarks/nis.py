@@ -46,7 +46,8 @@ The tools:
   Multi-channel processes as their
   ``MultiChannelIntegrand`` (one flow conditioned on the channel, learned channel weights
   on the single-diagram-enhanced prior).
-* **madnis** (PyTorch, CPU): ``madnis.integrator.Integrator`` with the same masks (so the
+* **madnis** (PyTorch on the CPU, or on ``--torch-device``, e.g. ``cuda``; the integrand is
+  evaluated on the host): ``madnis.integrator.Integrator`` with the same masks (so the
   same number of layers), bins, conditioner size, batch size, learning rate and cosine
   schedule as jaxnis on that integrand; its other defaults (KL
   loss for one channel, stratified variance for several; no buffer); ``batch_size_threshold``
@@ -292,12 +293,17 @@ def run_vegas(case: itg.Integrand, cfg: dict[str, Any], seed: int,
 
 def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
                evaluator=None) -> dict[str, Any]:
-    """madnis with the same flow size, batch and learning-rate schedule (CPU)."""
+    """madnis with the same flow size, batch and learning-rate schedule, on the CPU or on
+    ``cfg["torch_device"]`` (the integrand is evaluated on the host either way: its points
+    are copied there and its values back, as for an integrand outside PyTorch)."""
     try:
         import torch
         from madnis.integrator import Integrand, Integrator
     except ImportError as exc:
         raise Skip(f"madnis/torch not importable: {exc}") from exc
+    device = torch.device(cfg.get("torch_device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Skip(f"torch device {device} requested but torch.cuda.is_available() is False")
     torch.manual_seed(seed)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg["torch_threads"])
@@ -310,9 +316,9 @@ def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
         timer = evaluator
 
         def function(x, channels):
-            fj, prior, features = evaluator(channels.numpy(), x.detach().numpy())
-            return (torch.from_numpy(fj).to(dtype), torch.from_numpy(features).to(dtype),
-                    torch.from_numpy(prior).to(dtype))
+            fj, prior, features = evaluator(channels.cpu().numpy(), x.detach().cpu().numpy())
+            return tuple(torch.from_numpy(a).to(device=x.device, dtype=dtype)
+                         for a in (fj, features, prior))
 
         integrand = Integrand(function, case.dim, channel_count=case.n_channels,
                               remapped_dim=case.process.n_features,
@@ -321,7 +327,8 @@ def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
         timer = itg.CountedFunction(case.numpy_fn)
 
         def integrand(x):
-            return torch.from_numpy(timer(x.detach().numpy())).to(dtype)
+            return torch.from_numpy(timer(x.detach().cpu().numpy())).to(device=x.device,
+                                                                        dtype=dtype)
     timer.reset_counters()
     flow_kwargs = {"condition_masks": torch.from_numpy(shared["masks"]),
                    "layers": len(hidden) + 1, "units": hidden[0],
@@ -332,14 +339,14 @@ def run_madnis(case: itg.Integrand, cfg: dict[str, Any], seed: int,
         learning_rate=lr, batch_size_threshold=0.0,
         scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
             opt, T_max=max(n_steps, 1), eta_min=0.1 * lr),
-        device=torch.device("cpu"))
+        device=device)
     integrator.train(n_steps)
     n_train = timer.events
     samples = integrator.sample(n_final)
+    events = samples.weights.detach().cpu().numpy().astype(np.float64)
     wall = time.perf_counter() - t0
-    events = samples.weights.detach().numpy().astype(np.float64)
     if case.is_process:
-        channel = samples.channels.numpy()
+        channel = samples.channels.cpu().numpy()
         _, inv, counts = np.unique(channel, return_inverse=True, return_counts=True)
         value, error = stratified_estimate(events * counts[inv] / events.shape[0], channel)
     else:
@@ -386,6 +393,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='extra jaxnis Integrator options as JSON, e.g. \'{"loss": "kl"}\'')
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch intra-op threads for madnis (0: torch's default, one per core)")
+    p.add_argument("--torch-device", default="cpu",
+                   help='torch device for madnis, e.g. "cuda" on a GPU machine (default cpu)')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-warm-rerun", dest="warm_rerun", action="store_false",
                    help="skip jaxnis's second run from the persistent compilation cache")
@@ -564,7 +573,8 @@ TOOL_NOTES = {
              "training budget, then one frozen iteration (`adapt=False`) for the final sample; "
              "processes: one integrator per channel on `alpha_c f J_c` (JAX integrand called "
              "from NumPy), budget split equally.",
-    "madnis": "madnis: `madnis.integrator.Integrator` on the CPU (float32), the same masks "
+    "madnis": "madnis: `madnis.integrator.Integrator` on the settings' `torch_device` (the CPU "
+              "unless stated; the integrand on the host) in float32, the same masks "
               "and layers, bins, conditioner (layers = hidden + 1, units 32), batch size, "
               "learning rate and "
               "cosine schedule (`CosineAnnealingLR`, eta_min = 0.1 lr); its defaults otherwise "
@@ -655,6 +665,7 @@ def main(argv=None, log=print) -> dict[str, Any]:
            "refine_iterations": args.refine_iterations,
            "warm_rerun": args.warm_rerun and "jaxnis" in args.tools,
            "seed": args.seed, "threads": threads, "torch_threads": args.torch_threads,
+           "torch_device": args.torch_device,
            "xs_fraction": XS_FRACTION,
            "jax_backend": jax.default_backend(),
            "x64": bool(jax.config.read("jax_enable_x64")),
