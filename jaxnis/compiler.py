@@ -10,9 +10,15 @@ MadNIS-sized flow), with the option off: sampling +35-47%, a training step +32% 
 flow's batched passes run on rows of events (the transposed output layers are such
 products), the option off makes that step 2.7x faster at d = 16 and 1.6-2.0x at d = 4
 (batch 16384; 240-250 ms against 670-690 ms, and 36-43 ms against 68-72 ms).
+With jaxlib 0.12.1 (what pip installs on Python >= 3.12) the option matters much less: 25
+survey steps of the Integrator on the 16-d Gaussian of ``benchmarks/integrands.py`` (8
+layers, 1 + 3 updates per step) took 1.13 s with the option set (YNNPACK off) and 1.24 s
+with XLA's default at batch 1000, and 22.8 s against 20.5 s at batch 16384, where jaxlib
+0.10.2 took 1.54 s against 1.94 s and 26.6 s against 75.1 s (one run each, same machine).
 
 XLA's classic element-wise emitters instead of its newer fusion emitters
-(``xla_cpu_use_fusion_emitters=False``) are not set: they trade compile time for run time.
+(``xla_cpu_use_fusion_emitters=False``, jaxlib 0.10 only) are not set: they trade compile
+time for run time.
 Measured on 2 CPU cores with the settings of ``benchmarks/nis.py`` (a 250-step survey at
 batch 1000, then a refine batch of 5e4): XLA compile time fell by 15-35% (camel4 14-16 s
 to 10-11 s, Drell-Yan 27-32 s to 17-22 s, three jets 23.4 s to 17.2 s), but the compiled
