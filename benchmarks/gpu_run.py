@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import shutil
 import subprocess
@@ -40,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import _common
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -163,19 +164,15 @@ def run_steps(steps, deadline: float, log_file, min_step_s: float = 30.0,
 
 
 def machine() -> dict[str, Any]:
-    """The GPU as ``nvidia-smi`` reports it, JAX's devices, the packages' versions."""
-    info: dict[str, Any] = {"python": sys.version.split()[0]}
+    """The machine (:func:`_common.machine_info`), its GPU as ``nvidia-smi`` reports it, and
+    the packages' versions (:func:`_common.versions`)."""
+    info = _common.machine_info()
     if shutil.which("nvidia-smi"):
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                               "--format=csv,noheader"], capture_output=True, text=True)
         info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
-    for name in ("jax", "jaxlib", "flax", "optax", "distrax", "numpy", "torch", "madnis",
-                 "vegas"):
-        try:
-            info[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            info[name] = None
-    return info
+    return info | {"versions": _common.versions(
+        ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "madnis", "vegas"))}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -201,6 +198,8 @@ def main(argv=None) -> dict[str, Any]:
     deadline = start + args.deadline_s
     args.out.mkdir(parents=True, exist_ok=True)
     installed = install_wheels()
+    if SITE.is_dir():  # the carried wheels' metadata, for the versions recorded below
+        sys.path.insert(0, str(SITE))
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                # several JAX processes in turn: none keeps 75% of the GPU's memory
                XLA_PYTHON_CLIENT_PREALLOCATE="false",
@@ -210,15 +209,13 @@ def main(argv=None) -> dict[str, Any]:
     parts = Path(os.environ.get("TMPDIR", "/tmp")) / "jaxnis_gpu_parts"
     shutil.rmtree(parts, ignore_errors=True)
     steps = plan(args.out, parts, args.integrands, args.nis_args)
-    summary: dict[str, Any] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "wheels": installed, "deadline_s": args.deadline_s}
+    summary: dict[str, Any] = {"date": _common.utc_now(), "wheels": installed,
+                               "deadline_s": args.deadline_s, "machine": machine()}
     with open(args.out / "gpu_run.log", "w", encoding="utf-8") as log_file:
-        sys.path[:0] = [p for p in (str(SITE),) if SITE.is_dir()]
-        summary["machine"] = machine()
-        log_file.write(json.dumps(summary, indent=1) + "\n")
+        log_file.write(f"{summary}\n")
         summary["steps"] = run_steps(steps, deadline, log_file, args.min_step_s, env, parts)
     summary["total_s"] = round(time.monotonic() - start, 1)
-    (args.out / "gpu_run.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _common.write_json(args.out / "gpu_run.json", summary)
     return summary
 
 

@@ -26,7 +26,8 @@ survey ran 8-13% longer on camel4, gauss16 and Drell-Yan (11% shorter on the ann
 fastest of four repeats, both programs in one process). A run that trains longer than the
 benchmark's, or loads its programs from the persistent cache
 (:mod:`jaxnis.compile_cache`), would lose by it. The test suite, which compiles many
-small programs and runs each a few times, sets it (``tests/conftest.py``).
+small programs and runs each a few times, sets it where jaxlib has it
+(``tests/conftest.py``).
 
 :func:`jit` is ``jax.jit`` with these options; the :class:`~jaxnis.integrate.Integrator`
 compiles its programs with it, and so can a program built from jaxnis's parts (a flow, a
